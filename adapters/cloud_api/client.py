@@ -1,0 +1,114 @@
+"""The Cloud API over httpx: one AsyncClient, made in the lifespan, explicit timeouts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import msgspec
+
+from adapters.cloud_api.errors import CloudApiStatusError, CloudApiUnavailable
+from domain.ports import SendResult
+
+DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=15.0, write=10.0, pool=30.0)
+
+
+class _ErrorData(msgspec.Struct):
+    details: str | None = None
+
+
+class _Error(msgspec.Struct):
+    message: str = ""
+    code: int | None = None
+    type: str | None = None
+    error_data: _ErrorData | None = None
+    fbtrace_id: str | None = None
+    is_transient: bool | None = None
+    error_user_title: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _Error
+
+
+class _SentMessage(msgspec.Struct):
+    id: str
+    message_status: str | None = None
+
+
+class _SentContact(msgspec.Struct):
+    wa_id: str | None = None
+    input: str | None = None
+
+
+class _SendResponse(msgspec.Struct):
+    messages: list[_SentMessage]
+    contacts: list[_SentContact] = []
+
+
+_error_decoder = msgspec.json.Decoder(_ErrorBody)
+_send_decoder = msgspec.json.Decoder(_SendResponse)
+_encoder = msgspec.json.Encoder()
+
+
+def _title(message: str, code: int | None) -> str:
+    """Meta's message reads "(#131047) Re-engagement message": keep the title part."""
+    prefix = f"(#{code}) "
+    return message[len(prefix) :] if code is not None and message.startswith(prefix) else message
+
+
+def status_error(response: httpx.Response) -> CloudApiStatusError:
+    try:
+        error = _error_decoder.decode(response.content).error
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return CloudApiStatusError(
+            http_status=response.status_code,
+            code=None,
+            title=response.reason_phrase or f"HTTP {response.status_code}",
+        )
+    return CloudApiStatusError(
+        http_status=response.status_code,
+        code=error.code,
+        title=_title(error.message, error.code) or error.error_user_title or "",
+        details=error.error_data.details if error.error_data else None,
+        fbtrace_id=error.fbtrace_id,
+        is_transient=error.is_transient,
+    )
+
+
+class CloudApiClient:
+    """Satisfies :class:`domain.ports.CloudApi` against graph.facebook.com (or a fake)."""
+
+    def __init__(self, http: httpx.AsyncClient, *, token: str, version: str) -> None:
+        self._http = http
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._version = version
+
+    async def send(self, phone_number_id: str, payload: Mapping[str, Any]) -> SendResult:
+        url = f"/{self._version}/{phone_number_id}/messages"
+        try:
+            response = await self._http.post(
+                url, content=_encoder.encode(payload), headers=self._headers
+            )
+        except httpx.ConnectError as exc:
+            raise CloudApiUnavailable(f"connect: {exc!r}", maybe_sent=False) from exc
+        except httpx.ConnectTimeout as exc:
+            raise CloudApiUnavailable("connect timeout", maybe_sent=False) from exc
+        except httpx.PoolTimeout as exc:
+            raise CloudApiUnavailable("pool timeout", maybe_sent=False) from exc
+        except httpx.TimeoutException as exc:
+            raise CloudApiUnavailable(f"timeout: {type(exc).__name__}", maybe_sent=True) from exc
+        except httpx.TransportError as exc:
+            raise CloudApiUnavailable(f"transport: {type(exc).__name__}", maybe_sent=True) from exc
+        if response.status_code != httpx.codes.OK:
+            raise status_error(response)
+        try:
+            body = _send_decoder.decode(response.content)
+            sent = body.messages[0]
+        except (msgspec.DecodeError, msgspec.ValidationError, IndexError) as exc:
+            raise CloudApiStatusError(
+                http_status=response.status_code, code=None, title="unreadable success body"
+            ) from exc
+        wa_id = body.contacts[0].wa_id if body.contacts else None
+        return SendResult(wamid=sent.id, wa_id=wa_id, message_status=sent.message_status)

@@ -1,0 +1,143 @@
+"""Contacts (the service window of each sender/contact pair), inbound messages and statuses
+parked until their wamid is known."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.db.tables import contacts
+from adapters.db.tables import inbound_messages as inbound
+from adapters.db.tables import orphan_statuses as orphans
+from domain.window import WindowState
+
+
+def _insert(conn: AsyncConnection, table: Any) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+async def window_state(conn: AsyncConnection, sender_id: str, wa_id: str) -> WindowState:
+    row = (
+        await conn.execute(
+            select(contacts.c.last_inbound_at, contacts.c.window_closed_at).where(
+                contacts.c.sender_id == sender_id, contacts.c.wa_id == wa_id
+            )
+        )
+    ).first()
+    if row is None:
+        return WindowState(last_inbound_at=None)
+    return WindowState(last_inbound_at=row.last_inbound_at, closed_at=row.window_closed_at)
+
+
+async def move_last_inbound(
+    conn: AsyncConnection, sender_id: str, wa_id: str, at: datetime
+) -> None:
+    """``last_inbound_at`` = the later of what we had and ``at``; never moves back."""
+    stmt = _insert(conn, contacts).values(sender_id=sender_id, wa_id=wa_id, last_inbound_at=at)
+    current = contacts.c.last_inbound_at
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[contacts.c.sender_id, contacts.c.wa_id],
+        set_={
+            "last_inbound_at": case(
+                (current.is_(None), stmt.excluded.last_inbound_at),
+                (stmt.excluded.last_inbound_at > current, stmt.excluded.last_inbound_at),
+                else_=current,
+            )
+        },
+    )
+    await conn.execute(stmt)
+
+
+async def mark_window_closed(
+    conn: AsyncConnection, sender_id: str, wa_id: str, at: datetime
+) -> None:
+    """Meta refused a free-form message (131047): its view of the window wins until the customer
+    writes again."""
+    stmt = _insert(conn, contacts).values(sender_id=sender_id, wa_id=wa_id, window_closed_at=at)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[contacts.c.sender_id, contacts.c.wa_id],
+        set_={"window_closed_at": stmt.excluded.window_closed_at},
+    )
+    await conn.execute(stmt)
+
+
+async def record_inbound(
+    conn: AsyncConnection,
+    *,
+    wamid: str,
+    sender_id: str,
+    wa_id: str | None,
+    user_id: str | None,
+    type_: str,
+    sent_at: datetime,
+    now: datetime,
+) -> bool:
+    """Store an inbound message once; False for a redelivery."""
+    stmt = (
+        _insert(conn, inbound)
+        .values(
+            wamid=wamid,
+            sender_id=sender_id,
+            wa_id=wa_id,
+            user_id=user_id,
+            type=type_,
+            sent_at=sent_at,
+            received_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[inbound.c.wamid])
+    )
+    result = await conn.execute(stmt)
+    return bool(result.rowcount)
+
+
+async def park_status(
+    conn: AsyncConnection,
+    *,
+    wamid: str,
+    status: str,
+    at: datetime,
+    error: Mapping[str, Any] | None,
+    now: datetime,
+) -> None:
+    stmt = (
+        _insert(conn, orphans)
+        .values(
+            wamid=wamid,
+            status=status,
+            at=at,
+            error=None if error is None else dict(error),
+            received_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[orphans.c.wamid, orphans.c.status])
+    )
+    await conn.execute(stmt)
+
+
+async def take_parked(conn: AsyncConnection, wamid: str) -> list[tuple[str, datetime, Any]]:
+    """Remove and return the statuses parked for ``wamid``, oldest first."""
+    rows = (
+        await conn.execute(
+            select(orphans.c.status, orphans.c.at, orphans.c.error)
+            .where(orphans.c.wamid == wamid)
+            .order_by(orphans.c.id)
+        )
+    ).all()
+    if rows:
+        await conn.execute(delete(orphans).where(orphans.c.wamid == wamid))
+    return [(r.status, r.at, r.error) for r in rows]
+
+
+async def last_inbound_seen(conn: AsyncConnection, sender_id: str, wa_id: str) -> datetime | None:
+    """The newest inbound message recorded for the pair (the sandbox simulator's own view)."""
+    latest: datetime | None = await conn.scalar(
+        select(func.max(inbound.c.sent_at)).where(
+            inbound.c.sender_id == sender_id, inbound.c.wa_id == wa_id
+        )
+    )
+    return latest

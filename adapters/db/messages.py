@@ -1,0 +1,411 @@
+"""Messages and their append-only event log: accept, claim, record outcomes, read back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, RowMapping, and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.db.tables import message_events as events
+from adapters.db.tables import messages
+from adapters.db.tables import senders as _senders
+from domain.content import MessageKind
+from domain.model import ErrorSource, Message, MessageError, OutboundJob, StatusChange
+from domain.status import MessageStatus
+
+
+class EventKind:
+    REQUEST = "request"  # the accepted API request and its window decision
+    STATUS = "status"  # a status change (or a late one, kept with applied=false)
+    ATTEMPT = "attempt"  # one Cloud API call
+
+
+async def add_event(
+    conn: AsyncConnection,
+    *,
+    message_id: str | None,
+    correlation_id: str | None,
+    at: datetime,
+    kind: str,
+    status: MessageStatus | None = None,
+    applied: bool | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        events.insert().values(
+            message_id=message_id,
+            correlation_id=correlation_id,
+            at=at,
+            kind=kind,
+            status=None if status is None else str(status),
+            applied=applied,
+            detail=None if detail is None else dict(detail),
+        )
+    )
+
+
+async def insert_message(
+    conn: AsyncConnection,
+    *,
+    message_id: str,
+    client_id: str,
+    sender_id: str,
+    wa_id: str,
+    kind: MessageKind,
+    payload: Mapping[str, Any],
+    correlation_id: str,
+    metadata: Mapping[str, str],
+    now: datetime,
+    request_detail: Mapping[str, Any],
+) -> None:
+    await conn.execute(
+        messages.insert().values(
+            id=message_id,
+            client_id=client_id,
+            sender_id=sender_id,
+            wa_id=wa_id,
+            kind=str(kind),
+            payload=dict(payload),
+            status=str(MessageStatus.QUEUED),
+            attempts=0,
+            next_attempt_at=now,
+            correlation_id=correlation_id,
+            metadata=dict(metadata) or None,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    common = {"message_id": message_id, "correlation_id": correlation_id, "at": now}
+    await conn.execute(
+        events.insert(),
+        [
+            {
+                **common,
+                "kind": EventKind.REQUEST,
+                "status": None,
+                "applied": None,
+                "detail": dict(request_detail),
+            },
+            {
+                **common,
+                "kind": EventKind.STATUS,
+                "status": str(MessageStatus.QUEUED),
+                "applied": True,
+                "detail": {"source": "router"},
+            },
+        ],
+    )
+
+
+def _error(m: RowMapping) -> MessageError | None:
+    if m["error_code"] is None:
+        return None
+    code: int | str = m["error_code"]
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    return MessageError(
+        code=code,
+        title=m["error_title"] or "",
+        detail=m["error_detail"],
+        source=ErrorSource(m["error_source"] or ErrorSource.ROUTER),
+    )
+
+
+def _message(row: Row[Any], history: tuple[StatusChange, ...]) -> Message:
+    m = row._mapping
+    return Message(
+        id=m["id"],
+        client_id=m["client_id"],
+        sender_id=m["sender_id"],
+        wa_id=m["wa_id"],
+        kind=MessageKind(m["kind"]),
+        status=MessageStatus(m["status"]),
+        correlation_id=m["correlation_id"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        attempts=m["attempts"],
+        wamid=m["wamid"],
+        error=_error(m),
+        metadata=dict(m["metadata"] or {}),
+        history=history,
+    )
+
+
+_PUBLIC_COLUMNS = [c for c in messages.c if c.name not in ("payload",)]
+
+
+async def get_message(conn: AsyncConnection, message_id: str, *, client_id: str) -> Message | None:
+    row = (
+        await conn.execute(
+            select(*_PUBLIC_COLUMNS).where(
+                messages.c.id == message_id, messages.c.client_id == client_id
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    changes = await conn.execute(
+        select(events.c.status, events.c.at)
+        .where(
+            events.c.message_id == message_id,
+            events.c.kind == EventKind.STATUS,
+            events.c.applied.is_(True),
+        )
+        .order_by(events.c.id)
+    )
+    history = tuple(StatusChange(status=MessageStatus(s), at=at) for s, at in changes)
+    return _message(row, history)
+
+
+async def claim_due(
+    conn: AsyncConnection,
+    *,
+    owner: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    skip_locked: bool,
+) -> list[OutboundJob]:
+    """Lease up to ``limit`` due messages to ``owner``. A lease that expired (its dispatcher
+    crashed) makes its message due again."""
+    paused = select(_senders.c.phone_number_id).where(_senders.c.paused_until > now)
+    due = (
+        select(messages.c.id)
+        .where(
+            messages.c.status == str(MessageStatus.QUEUED),
+            messages.c.next_attempt_at <= now,
+            or_(messages.c.lease_expires_at.is_(None), messages.c.lease_expires_at <= now),
+            messages.c.sender_id.not_in(paused),
+        )
+        .order_by(messages.c.id)
+        .limit(limit)
+    )
+    if skip_locked:
+        due = due.with_for_update(skip_locked=True)
+    rows = await conn.execute(
+        update(messages)
+        .where(messages.c.id.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_expires_at=now + lease)
+        .returning(
+            messages.c.id,
+            messages.c.sender_id,
+            messages.c.wa_id,
+            messages.c.kind,
+            messages.c.payload,
+            messages.c.attempts,
+            messages.c.created_at,
+            messages.c.correlation_id,
+        )
+    )
+    jobs = [
+        OutboundJob(
+            id=r.id,
+            sender_id=r.sender_id,
+            wa_id=r.wa_id,
+            kind=MessageKind(r.kind),
+            payload=r.payload,
+            attempts=r.attempts,
+            created_at=r.created_at,
+            correlation_id=r.correlation_id,
+        )
+        for r in rows
+    ]
+    jobs.sort(key=lambda job: job.id)
+    return jobs
+
+
+def _release(now: datetime) -> dict[str, Any]:
+    return {
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "attempts": messages.c.attempts + 1,
+        "updated_at": now,
+    }
+
+
+async def record_accepted(
+    conn: AsyncConnection,
+    job: OutboundJob,
+    *,
+    wamid: str,
+    now: datetime,
+    attempt: Mapping[str, Any],
+) -> bool:
+    """Store the wamid; ``queued`` becomes ``accepted`` unless a webhook already moved it on.
+    Returns True if the status changed."""
+    await add_event(
+        conn,
+        message_id=job.id,
+        correlation_id=job.correlation_id,
+        at=now,
+        kind=EventKind.ATTEMPT,
+        detail=attempt,
+    )
+    result = await conn.execute(
+        update(messages)
+        .where(messages.c.id == job.id, messages.c.status == str(MessageStatus.QUEUED))
+        .values(status=str(MessageStatus.ACCEPTED), wamid=wamid, **_release(now))
+    )
+    if result.rowcount:
+        await add_event(
+            conn,
+            message_id=job.id,
+            correlation_id=job.correlation_id,
+            at=now,
+            kind=EventKind.STATUS,
+            status=MessageStatus.ACCEPTED,
+            applied=True,
+            detail={"source": "cloud_api", "wamid": wamid},
+        )
+        return True
+    await conn.execute(
+        update(messages).where(messages.c.id == job.id).values(wamid=wamid, **_release(now))
+    )
+    return False
+
+
+async def record_retry(
+    conn: AsyncConnection,
+    job: OutboundJob,
+    *,
+    next_attempt_at: datetime,
+    now: datetime,
+    attempt: Mapping[str, Any],
+    count_attempt: bool = True,
+) -> None:
+    await add_event(
+        conn,
+        message_id=job.id,
+        correlation_id=job.correlation_id,
+        at=now,
+        kind=EventKind.ATTEMPT,
+        detail=attempt,
+    )
+    values = _release(now)
+    if not count_attempt:
+        values.pop("attempts")
+    await conn.execute(
+        update(messages)
+        .where(messages.c.id == job.id, messages.c.status == str(MessageStatus.QUEUED))
+        .values(next_attempt_at=next_attempt_at, **values)
+    )
+
+
+async def record_failed(
+    conn: AsyncConnection,
+    job: OutboundJob,
+    *,
+    error: MessageError,
+    now: datetime,
+    attempt: Mapping[str, Any] | None,
+) -> None:
+    """Fail a message that never got a wamid (the router or the synchronous API refused it)."""
+    if attempt is not None:
+        await add_event(
+            conn,
+            message_id=job.id,
+            correlation_id=job.correlation_id,
+            at=now,
+            kind=EventKind.ATTEMPT,
+            detail=attempt,
+        )
+    values = _release(now)
+    if attempt is None:
+        values.pop("attempts")
+    result = await conn.execute(
+        update(messages)
+        .where(messages.c.id == job.id, messages.c.status == str(MessageStatus.QUEUED))
+        .values(
+            status=str(MessageStatus.FAILED),
+            error_code=str(error.code),
+            error_title=error.title[:500],
+            error_detail=error.detail,
+            error_source=str(error.source),
+            **values,
+        )
+    )
+    if result.rowcount:
+        await add_event(
+            conn,
+            message_id=job.id,
+            correlation_id=job.correlation_id,
+            at=now,
+            kind=EventKind.STATUS,
+            status=MessageStatus.FAILED,
+            applied=True,
+            detail={"source": str(error.source), "code": error.code},
+        )
+
+
+async def queued_depth(conn: AsyncConnection) -> int:
+    count = await conn.scalar(
+        select(func.count())
+        .select_from(messages)
+        .where(messages.c.status == str(MessageStatus.QUEUED))
+    )
+    return int(count or 0)
+
+
+async def status_of_wamid(conn: AsyncConnection, wamid: str) -> Row[Any, Any, Any, Any, Any] | None:
+    return (
+        await conn.execute(
+            select(
+                messages.c.id,
+                messages.c.status,
+                messages.c.correlation_id,
+                messages.c.sender_id,
+                messages.c.wa_id,
+            )
+            .where(messages.c.wamid == wamid)
+            .with_for_update()
+        )
+    ).first()
+
+
+async def status_of_id(
+    conn: AsyncConnection, message_id: str, sender_id: str
+) -> Row[Any, Any, Any, Any, Any] | None:
+    return (
+        await conn.execute(
+            select(
+                messages.c.id,
+                messages.c.status,
+                messages.c.correlation_id,
+                messages.c.sender_id,
+                messages.c.wa_id,
+            )
+            .where(messages.c.id == message_id, messages.c.sender_id == sender_id)
+            .with_for_update()
+        )
+    ).first()
+
+
+async def set_status(
+    conn: AsyncConnection,
+    message_id: str,
+    *,
+    status: MessageStatus,
+    now: datetime,
+    wamid: str | None = None,
+    error: MessageError | None = None,
+) -> None:
+    values: dict[str, Any] = {"status": str(status), "updated_at": now}
+    if error is not None:
+        values.update(
+            error_code=str(error.code),
+            error_title=error.title[:500],
+            error_detail=error.detail,
+            error_source=str(error.source),
+        )
+    stmt = update(messages).where(messages.c.id == message_id)
+    if wamid is not None:
+        # A status that beat our own wamid commit (found through biz_opaque_callback_data).
+        await conn.execute(
+            update(messages)
+            .where(and_(messages.c.id == message_id, messages.c.wamid.is_(None)))
+            .values(wamid=wamid)
+        )
+    await conn.execute(stmt.values(**values))

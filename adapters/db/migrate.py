@@ -1,0 +1,46 @@
+"""Schema migrations (Alembic), callable from the CLI and from `serve` at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.db.engine import Database
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def _upgrade(connection: Connection, url: str) -> None:
+    config = alembic_config(url)
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def upgrade_to_head(database: Database) -> None:
+    """Apply every pending migration in one transaction (PostgreSQL runs DDL transactionally)."""
+    async with database.write() as conn:
+        await conn.run_sync(_upgrade, database.url)
+
+
+def head_revision(url: str) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+async def current_revision(conn: AsyncConnection) -> str | None:
+    def _current(sync: Connection) -> str | None:
+        return MigrationContext.configure(sync).get_current_revision()
+
+    return await conn.run_sync(_current)

@@ -1,0 +1,196 @@
+"""The schema (DESIGN.md "Data"). Alembic owns it; these models are its source of truth.
+
+Queries are SQLAlchemy Core statements over these tables: repositories return domain values,
+never ORM rows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite has no time zones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: dict[Any, Any] = {datetime: UtcDateTime(), dict[str, Any]: JSON()}
+
+
+class SenderRow(Base):
+    __tablename__ = "senders"
+    phone_number_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    waba_id: Mapped[str | None] = mapped_column(String(32))
+    display_number: Mapped[str | None] = mapped_column(String(32))
+    name: Mapped[str | None] = mapped_column(String(200))
+    max_mps: Mapped[int] = mapped_column(Integer, default=80)
+    paused_until: Mapped[datetime | None]
+    pause_reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+
+
+class ClientRow(Base):
+    __tablename__ = "clients"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime]
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id"), index=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(200))  # comma-separated Scope values
+    senders: Mapped[str | None] = mapped_column(Text)  # comma-separated ids; NULL = every sender
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class ContactRow(Base):
+    __tablename__ = "contacts"
+    sender_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    wa_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_inbound_at: Mapped[datetime | None]
+    window_closed_at: Mapped[datetime | None]  # Meta said closed (131047) after last_inbound_at
+    next_send_at: Mapped[datetime | None]
+
+
+class MessageRow(Base):
+    __tablename__ = "messages"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(40))
+    sender_id: Mapped[str] = mapped_column(String(32))
+    wa_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    wamid: Mapped[str | None] = mapped_column(String(200), unique=True)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_title: Mapped[str | None] = mapped_column(String(500))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    error_source: Mapped[str | None] = mapped_column(String(16))
+    correlation_id: Mapped[str] = mapped_column(String(128), index=True)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    valid_until: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        # The dispatcher's claim: due queued messages, oldest first.
+        Index("ix_messages_due", "status", "next_attempt_at"),
+        Index("ix_messages_client_id", "client_id", "id"),
+    )
+
+
+class MessageEventRow(Base):
+    """Append-only: every status change, attempt and request-level decision."""
+
+    __tablename__ = "message_events"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    message_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    correlation_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str | None] = mapped_column(String(16))
+    applied: Mapped[bool | None]
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class InboundMessageRow(Base):
+    __tablename__ = "inbound_messages"
+    wamid: Mapped[str] = mapped_column(String(200), primary_key=True)
+    sender_id: Mapped[str] = mapped_column(String(32))
+    wa_id: Mapped[str | None] = mapped_column(String(32))
+    user_id: Mapped[str | None] = mapped_column(String(160))
+    type: Mapped[str] = mapped_column(String(32))
+    sent_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+
+
+class OrphanStatusRow(Base):
+    """A status webhook for a wamid we do not know yet; applied when the wamid becomes known."""
+
+    __tablename__ = "orphan_statuses"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    wamid: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime]
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    received_at: Mapped[datetime]
+    __table_args__ = (UniqueConstraint("wamid", "status"),)
+
+
+class SandboxStateRow(Base):
+    """Sandbox mode keeps its printed key here, so it stays the same across restarts."""
+
+    __tablename__ = "sandbox_state"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+def _table(model: type[Base]) -> Table:
+    return cast("Table", model.__table__)
+
+
+senders = _table(SenderRow)
+clients = _table(ClientRow)
+api_keys = _table(ApiKeyRow)
+contacts = _table(ContactRow)
+messages = _table(MessageRow)
+message_events = _table(MessageEventRow)
+inbound_messages = _table(InboundMessageRow)
+orphan_statuses = _table(OrphanStatusRow)
+sandbox_state = _table(SandboxStateRow)

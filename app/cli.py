@@ -1,0 +1,384 @@
+"""``wa-router``: serve, worker, migrate, senders, keys, openapi (API.md "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import uvicorn
+
+from adapters.cloud_api.client import DEFAULT_TIMEOUT, CloudApiClient
+from adapters.cloud_api.sandbox import SANDBOX_APP_SECRET, SandboxCloudApi
+from adapters.db import contacts as contact_repo
+from adapters.db import keys as key_repo
+from adapters.db.engine import Database
+from adapters.db.migrate import upgrade_to_head
+from app.logs import configure_logging
+from app.main import create_app
+from app.services.dispatch import Dispatcher
+from app.services.keys import create_key
+from app.settings import Settings, SettingsError, load_settings
+from domain.model import ALL_SCOPES, Scope, Sender
+from domain.phones import InvalidPhoneNumber, normalise_phone
+from domain.ports import CloudApi
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+class CliError(Exception):
+    """A wrong argument: printed as one line, exit status 2."""
+
+
+def _digits(value: str, name: str) -> str:
+    if not value.isdigit() or not 1 <= len(value) <= 32:
+        raise CliError(f"{name} must be digits (the Cloud API id), not {value!r}")
+    return value
+
+
+def _scopes(value: str) -> list[Scope]:
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    if not names:
+        raise CliError("--scopes needs at least one of " + ", ".join(sorted(ALL_SCOPES)))
+    try:
+        return sorted({Scope(name) for name in names})
+    except ValueError:
+        raise CliError(
+            f"unknown scope in {value!r}; scopes are " + ", ".join(sorted(ALL_SCOPES))
+        ) from None
+
+
+async def _with_db(settings: Settings) -> Database:
+    db = Database(settings.database_url)
+    await upgrade_to_head(db)
+    return db
+
+
+# --- serve / worker / migrate ------------------------------------------------------------
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    host = args.host or settings.host
+    port = args.port or settings.port
+    settings = msgspec.structs.replace(settings, host=host, port=port)
+    app = create_app(settings)
+    uvicorn.run(
+        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=20
+    )
+    return 0
+
+
+async def _worker(settings: Settings) -> None:
+    db = await _with_db(settings)
+    async with httpx.AsyncClient(base_url=settings.graph_api_url, timeout=DEFAULT_TIMEOUT) as http:
+        cloud_api: CloudApi
+        if settings.sandbox:
+            webhook = f"http://{settings.host}:{settings.port}/v1/whatsapp/webhook"
+
+            async def deliver(body: bytes, signature: str) -> None:
+                response = await http.post(
+                    webhook,
+                    content=body,
+                    headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature},
+                )
+                response.raise_for_status()
+
+            async def last_inbound(sender_id: str, wa_id: str) -> datetime | None:
+                async with db.read() as conn:
+                    return await contact_repo.last_inbound_seen(conn, sender_id, wa_id)
+
+            cloud_api = SandboxCloudApi(
+                deliver=deliver,
+                last_inbound=last_inbound,
+                clock=_now,
+                app_secret=settings.app_secret or SANDBOX_APP_SECRET,
+            )
+        else:
+            cloud_api = CloudApiClient(
+                http, token=settings.access_token or "", version=settings.graph_api_version
+            )
+        dispatcher = Dispatcher(db, cloud_api, clock=_now)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, dispatcher.stop)
+        try:
+            await dispatcher.run()
+        finally:
+            if isinstance(cloud_api, SandboxCloudApi):
+                await cloud_api.aclose()
+            await db.dispose()
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    asyncio.run(_worker(settings))
+    return 0
+
+
+async def _migrate(settings: Settings) -> None:
+    db = await _with_db(settings)
+    await db.dispose()
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    asyncio.run(_migrate(settings))
+    print("database schema is at the newest revision")
+    return 0
+
+
+# --- senders ---------------------------------------------------------------------------------
+
+
+async def _senders_add(settings: Settings, args: argparse.Namespace) -> None:
+    if args.max_mps is not None and not 1 <= args.max_mps <= 1000:
+        raise CliError("--max-mps must be between 1 and 1000")
+    if args.display_number is not None:
+        try:
+            display = "+" + normalise_phone(args.display_number)
+        except InvalidPhoneNumber as exc:
+            raise CliError(f"--display-number: {exc}") from None
+    else:
+        display = None
+    sender = Sender(
+        phone_number_id=_digits(args.phone_number_id, "--phone-number-id"),
+        waba_id=None if args.waba_id is None else _digits(args.waba_id, "--waba-id"),
+        display_number=display,
+        name=args.name,
+        max_mps=args.max_mps or 80,
+    )
+    db = await _with_db(settings)
+    try:
+        async with db.write() as conn:
+            created = await key_repo.upsert_sender(conn, sender, now=_now())
+    finally:
+        await db.dispose()
+    print(("added" if created else "updated") + f" sender {sender.phone_number_id}")
+
+
+def _sender_json(sender: Sender) -> dict[str, object]:
+    return {
+        "phone_number_id": sender.phone_number_id,
+        "waba_id": sender.waba_id,
+        "display_number": sender.display_number,
+        "name": sender.name,
+        "max_mps": sender.max_mps,
+        "paused_until": _iso(sender.paused_until),
+        "pause_reason": sender.pause_reason,
+    }
+
+
+async def _senders_list(settings: Settings, args: argparse.Namespace) -> None:
+    db = await _with_db(settings)
+    try:
+        async with db.read() as conn:
+            senders = await key_repo.list_senders(conn)
+    finally:
+        await db.dispose()
+    if args.json:
+        print(json.dumps([_sender_json(s) for s in senders], indent=2))
+        return
+    if not senders:
+        print("no senders; add one with: wa-router senders add --phone-number-id ID")
+        return
+    now = _now()
+    print(f"{'PHONE_NUMBER_ID':<18} {'DISPLAY':<16} {'MAX_MPS':>7}  {'STATE':<8} NAME")
+    for s in senders:
+        paused = s.paused_until is not None and s.paused_until > now
+        state = "paused" if paused else "active"
+        line = (
+            f"{s.phone_number_id:<18} {s.display_number or '-':<16} {s.max_mps:>7}  "
+            f"{state:<8} {s.name or ''}"
+        )
+        if paused:
+            line += f"  (until {_iso(s.paused_until)}: {s.pause_reason})"
+        print(line)
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+async def _keys_create(settings: Settings, args: argparse.Namespace) -> None:
+    client = args.client.strip()
+    if not client or len(client) > 200:
+        raise CliError("--client must be 1-200 characters")
+    scopes = _scopes(args.scopes)
+    senders = None
+    if args.senders is not None:
+        senders = [_digits(s.strip(), "--senders") for s in args.senders.split(",") if s.strip()]
+        if not senders:
+            raise CliError("--senders needs at least one phone_number_id")
+    db = await _with_db(settings)
+    try:
+        created = await create_key(db, client=client, scopes=scopes, senders=senders, now=_now())
+    finally:
+        await db.dispose()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "id": created.key.id,
+                    "key": created.secret,
+                    "client": client,
+                    "scopes": [str(s) for s in scopes],
+                    "senders": senders or [],
+                }
+            )
+        )
+        return
+    print(f"key id:  {created.key.id}")
+    print(f"client:  {client}")
+    print(f"scopes:  {','.join(scopes)}")
+    print(f"senders: {','.join(senders) if senders else 'all'}")
+    print(f"secret:  {created.secret}")
+    print("The secret is shown once and stored only as a SHA-256 digest: keep it now.")
+
+
+async def _keys_list(settings: Settings, args: argparse.Namespace) -> None:
+    db = await _with_db(settings)
+    try:
+        async with db.read() as conn:
+            keys = await key_repo.list_keys(conn)
+    finally:
+        await db.dispose()
+    rows: list[dict[str, Any]] = [
+        {
+            "id": k.id,
+            "client": k.client_name,
+            "scopes": sorted(str(s) for s in k.scopes),
+            "senders": None if k.senders is None else sorted(k.senders),
+            "created_at": _iso(k.created_at),
+            "last_used_at": _iso(k.last_used_at),
+            "revoked_at": _iso(k.revoked_at),
+        }
+        for k in keys
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("no keys; create one with: wa-router keys create --client NAME --scopes ...")
+        return
+    for row in rows:
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        senders = ",".join(row["senders"]) if row["senders"] else "all senders"
+        print(f"{row['id']}  {row['client']}  {','.join(row['scopes'])}  {senders}  {state}")
+
+
+async def _keys_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    db = await _with_db(settings)
+    try:
+        async with db.write() as conn:
+            found = await key_repo.revoke_key(conn, args.key_id, now=_now())
+    finally:
+        await db.dispose()
+    if not found:
+        raise CliError(f"no key {args.key_id!r}")
+    print(f"revoked {args.key_id} (running servers stop accepting it within seconds)")
+
+
+# --- openapi ---------------------------------------------------------------------------------
+
+
+def openapi_json() -> str:
+    app = create_app(Settings(), configure_logs=False)
+    return json.dumps(app.openapi_schema.to_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def cmd_openapi(_settings: Settings, args: argparse.Namespace) -> int:
+    text = openapi_json()
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _async(fn: object) -> object:
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        asyncio.run(fn(settings, args))  # type: ignore[operator]
+        return 0
+
+    return run
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wa-router", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="migrate if needed, then serve HTTP (and the dispatcher)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=cmd_serve)
+    sub.add_parser("worker", help="run the dispatcher alone").set_defaults(run=cmd_worker)
+    sub.add_parser("migrate", help="apply schema migrations").set_defaults(run=cmd_migrate)
+
+    senders = sub.add_parser("senders", help="WhatsApp business numbers").add_subparsers(
+        dest="action", required=True
+    )
+    add = senders.add_parser("add", help="register or update a sender")
+    add.add_argument("--phone-number-id", required=True)
+    add.add_argument("--waba-id")
+    add.add_argument("--display-number")
+    add.add_argument("--name")
+    add.add_argument("--max-mps", type=int)
+    add.set_defaults(run=_async(_senders_add))
+    ls = senders.add_parser("list", help="list senders")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(run=_async(_senders_list))
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="create a key; the secret is printed once")
+    create.add_argument("--client", required=True)
+    create.add_argument(
+        "--scopes", required=True, help="comma-separated: " + ",".join(sorted(ALL_SCOPES))
+    )
+    create.add_argument("--senders", help="comma-separated phone_number_ids (default: all)")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(run=_async(_keys_create))
+    kl = keys.add_parser("list", help="list keys (never their secrets)")
+    kl.add_argument("--json", action="store_true")
+    kl.set_defaults(run=_async(_keys_list))
+    revoke = keys.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(run=_async(_keys_revoke))
+
+    openapi = sub.add_parser("openapi", help="write the OpenAPI document")
+    openapi.add_argument("--output")
+    openapi.set_defaults(run=cmd_openapi)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"wa-router: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command in ("serve", "worker"):
+        configure_logging(settings.resolved_log_format)
+    try:
+        return int(args.run(settings, args))
+    except CliError as exc:
+        print(f"wa-router: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"wa-router: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

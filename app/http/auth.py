@@ -1,0 +1,45 @@
+"""Authentication (Bearer or X-API-Key) and the route's scope, as a Litestar dependency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+
+from app.container import Services
+from app.http.problems import ApiError
+from domain.model import ApiKey, Scope
+
+INVALID_KEY = ApiError(
+    401,
+    "invalid_api_key",
+    "a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
+    headers={"WWW-Authenticate": "Bearer"},
+)
+
+
+def provide_services(state: State) -> Services:
+    services: Services = state["services"]
+    return services
+
+
+def _presented_secret(request: Request[Any, Any, Any]) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        scheme, _, value = authorization.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else None
+    return request.headers.get("x-api-key")
+
+
+async def provide_api_key(request: Request[Any, Any, Any], services: Services) -> ApiKey:
+    secret = _presented_secret(request)
+    key = await services.keys.authenticate(secret) if secret else None
+    if key is None:
+        raise ApiError(
+            INVALID_KEY.status, INVALID_KEY.code, INVALID_KEY.detail, headers=INVALID_KEY.headers
+        )
+    scope: Scope | None = request.route_handler.opt.get("scope")
+    if scope is not None and scope not in key.scopes:
+        raise ApiError(403, "insufficient_scope", f"this API key lacks the {scope} scope")
+    return key

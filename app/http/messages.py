@@ -1,0 +1,250 @@
+"""Send routes and the message status resource."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+
+from app.container import Services
+from app.http.bodies import decode_body
+from app.http.openapi import SECURITY, json_body
+from app.http.problems import ApiError, Problem, WindowProblem, correlation_of
+from app.http.schemas import (
+    MessageErrorOut,
+    MessageResource,
+    SendMessageRequest,
+    SendTemplateRequest,
+    StatusChangeOut,
+)
+from app.services.sending import SendRequest
+from domain import content
+from domain.model import ApiKey, Message, Scope
+from domain.phones import InvalidPhoneNumber, normalise_phone
+from domain.status import MessageStatus, is_final
+
+_send_decoder = msgspec.json.Decoder(SendMessageRequest)
+_template_decoder = msgspec.json.Decoder(SendTemplateRequest)
+_encoder = msgspec.json.Encoder()
+
+#: How soon a poller should look again, by status (seconds).
+POLL_AFTER = {
+    MessageStatus.QUEUED: 1,
+    MessageStatus.ACCEPTED: 2,
+    MessageStatus.SENT: 5,
+    MessageStatus.DELIVERED: 30,
+}
+
+
+def _problem(status: int, description: str, data: type = Problem) -> ResponseSpec:
+    return ResponseSpec(
+        data_container=data,
+        description=description,
+        media_type="application/problem+json",
+        generate_examples=False,
+    )
+
+
+COMMON_ERRORS = {
+    400: _problem(400, "malformed_json: the body is not a JSON object"),
+    401: _problem(401, "invalid_api_key"),
+    403: _problem(403, "insufficient_scope or sender_not_authorized"),
+    413: _problem(413, "payload_too_large: body over 64 KiB"),
+    415: _problem(415, "unsupported_media_type: not application/json"),
+}
+SEND_ERRORS = {
+    **COMMON_ERRORS,
+    422: _problem(
+        422,
+        "validation_failed (with param), unknown_sender, or "
+        "outside_service_window (with last_inbound_at, window_closed_at, "
+        "templates_url)",
+        WindowProblem,
+    ),
+}
+READ_ERRORS = {
+    401: COMMON_ERRORS[401],
+    403: COMMON_ERRORS[403],
+    404: _problem(404, "not_found: unknown id, or a message of another client"),
+}
+
+
+def resource(message: Message) -> MessageResource:
+    error = message.error
+    return MessageResource(
+        id=message.id,
+        status=str(message.status),
+        kind=str(message.kind),
+        sender_id=message.sender_id,
+        to=message.wa_id,
+        correlation_id=message.correlation_id,
+        wamid=message.wamid,
+        attempts=message.attempts,
+        created_at=message.created_at,
+        updated_at=message.updated_at,
+        error=None
+        if error is None
+        else MessageErrorOut(
+            code=error.code, title=error.title, detail=error.detail, source=str(error.source)
+        ),
+        history=[StatusChangeOut(status=str(c.status), at=c.at) for c in message.history],
+        metadata=message.metadata,
+    )
+
+
+def _phone(raw: str) -> str:
+    try:
+        return normalise_phone(raw)
+    except InvalidPhoneNumber as exc:
+        raise ApiError(422, "validation_failed", str(exc), param="to") from None
+
+
+def _checked(build: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return build(*args, **kwargs)
+    except content.ContentError as exc:
+        raise ApiError(422, "validation_failed", exc.detail, param=exc.param) from None
+
+
+def _accepted(message: Message) -> Response[MessageResource]:
+    return Response(
+        content=resource(message),
+        status_code=202,
+        headers={"Location": f"/v1/whatsapp/messages/{message.id}"},
+    )
+
+
+class MessagesController(Controller):
+    path = "/v1/whatsapp/messages"
+    tags = ["messages"]
+    security = SECURITY
+
+    @post(
+        "/",
+        operation_id="sendMessage",
+        summary="Send a free-form message",
+        status_code=202,
+        opt={"scope": Scope.MESSAGES_SEND},
+        operation_class=json_body(SendMessageRequest, description="A free-form message"),
+        responses=SEND_ERRORS,
+    )
+    async def send(
+        self, request: Request[Any, Any, Any], services: Services, api_key: ApiKey
+    ) -> Response[MessageResource]:
+        """Text, reply buttons or media by link, inside the 24-hour customer service window.
+
+        Outside the window the answer is 422 `outside_service_window` at once and nothing is
+        stored: use the templates route. A 202 means the message is on disk."""
+        body = await decode_body(request, _send_decoder)
+        wa_id = _phone(body.to)
+        built = _checked(
+            content.free_form,
+            text=body.text,
+            preview_url=body.preview_url,
+            header=body.header,
+            footer=body.footer,
+            buttons=None
+            if body.buttons is None
+            else [content.ButtonSpec(id=b.id, title=b.title) for b in body.buttons],
+            media=None
+            if body.media is None
+            else content.MediaSpec(
+                kind=body.media.kind,
+                url=body.media.url,
+                caption=body.media.caption,
+                filename=body.media.filename,
+            ),
+        )
+        reply_to = None if body.reply_to is None else _checked(content.reply_to, body.reply_to)
+        metadata = _checked(content.metadata, body.metadata or {})
+        message = await services.sending.accept(
+            SendRequest(
+                key=api_key,
+                route="POST /v1/whatsapp/messages",
+                sender_id=body.sender_id,
+                wa_id=wa_id,
+                content=built,
+                reply_to=reply_to,
+                metadata=metadata,
+                correlation_id=correlation_of(request),
+            )
+        )
+        return _accepted(message)
+
+    @get(
+        "/{message_id:str}",
+        operation_id="getMessage",
+        summary="Get a message's status",
+        opt={"scope": Scope.MESSAGES_READ},
+        responses=READ_ERRORS,
+    )
+    async def status(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        api_key: ApiKey,
+        message_id: Annotated[str, Parameter(max_length=64, description="msg_… id")],
+        if_none_match: Annotated[
+            str | None, Parameter(header="If-None-Match", required=False)
+        ] = None,
+    ) -> Response[MessageResource]:
+        """The status, its history, the attempts and any error. Sends an `ETag`
+        (`If-None-Match` answers 304) and, until the status is final, `Retry-After`."""
+        message = await services.sending.get(message_id, key=api_key)
+        body = _encoder.encode(resource(message))
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if not is_final(message.status):
+            headers["Retry-After"] = str(POLL_AFTER.get(message.status, 5))
+        # The body is encoded here (not by Litestar) because the ETag is its hash.
+        raw: Any = body
+        if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+            return Response(content=b"", status_code=304, headers=headers)  # type: ignore[arg-type]
+        return Response(content=raw, headers=headers, media_type="application/json")
+
+
+class TemplatesController(Controller):
+    path = "/v1/whatsapp/templates"
+    tags = ["messages"]
+    security = SECURITY
+
+    @post(
+        "/",
+        operation_id="sendTemplate",
+        summary="Send a template message",
+        status_code=202,
+        opt={"scope": Scope.TEMPLATES_SEND},
+        operation_class=json_body(SendTemplateRequest, description="A template message"),
+        responses={**COMMON_ERRORS, 422: _problem(422, "validation_failed or unknown_sender")},
+    )
+    async def send(
+        self, request: Request[Any, Any, Any], services: Services, api_key: ApiKey
+    ) -> Response[MessageResource]:
+        """An approved template, at any time (never window-checked). `components` is the Cloud
+        API's own shape, passed through."""
+        body = await decode_body(request, _template_decoder)
+        wa_id = _phone(body.to)
+        built = _checked(
+            content.template,
+            name=body.template.name,
+            language=body.template.language,
+            components=body.template.components,
+        )
+        metadata = _checked(content.metadata, body.metadata or {})
+        message = await services.sending.accept(
+            SendRequest(
+                key=api_key,
+                route="POST /v1/whatsapp/templates",
+                sender_id=body.sender_id,
+                wa_id=wa_id,
+                content=built,
+                reply_to=None,
+                metadata=metadata,
+                correlation_id=correlation_of(request),
+            )
+        )
+        return _accepted(message)

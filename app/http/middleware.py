@@ -1,0 +1,53 @@
+"""The correlation id: adopted from the client when valid, else generated; on every response,
+bound into structlog's contextvars for every line of the request; one canonical log line."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.ids import CORRELATION_ID, correlation_id
+
+_log = structlog.get_logger("wa_router.http")
+HEADER = b"x-correlation-id"
+
+
+def correlation_middleware(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        supplied = next((v for k, v in scope["headers"] if k == HEADER), None)
+        text = supplied.decode("latin-1") if supplied is not None else ""
+        cid = text if CORRELATION_ID.fullmatch(text) else correlation_id()
+        scope.setdefault("state", {})["correlation_id"] = cid
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(correlation_id=cid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((HEADER, cid.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            _log.info(
+                "request",
+                method=scope.get("method"),
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.clear_contextvars()
+
+    return middleware

@@ -1,0 +1,257 @@
+"""The dispatcher: claims due messages with a lease, sends them through the Cloud API port,
+records every attempt, and decides retry / fail / pause from Meta's error code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from adapters.cloud_api.errors import CloudApiStatusError, CloudApiUnavailable
+from adapters.db import contacts as contact_repo
+from adapters.db import keys as key_repo
+from adapters.db import messages as message_repo
+from adapters.db.engine import Database
+from app import ids
+from app.services.statuses import apply_parked
+from domain.content import MessageKind
+from domain.errors import RE_ENGAGEMENT, ErrorClass, classify
+from domain.model import ErrorSource, MessageError, OutboundJob
+from domain.ports import CloudApi
+from domain.retry import RetryPolicy
+from domain.window import window_open
+
+_log = structlog.get_logger("wa_router.dispatch")
+
+WINDOW_CLOSED_BEFORE_SEND = MessageError(
+    code="window_closed_before_send",
+    title="Window closed before send",
+    detail="the 24-hour customer service window closed while the message was queued; "
+    "send a template instead",
+    source=ErrorSource.ROUTER,
+)
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{ids.ulid()[-6:]}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        cloud_api: CloudApi,
+        *,
+        clock: Callable[[], datetime],
+        policy: RetryPolicy | None = None,
+        owner: str | None = None,
+        lease: timedelta = timedelta(seconds=60),
+        batch_size: int = 64,
+        concurrency: int = 32,
+        idle_poll: float = 0.5,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._db = db
+        self._cloud_api = cloud_api
+        self._clock = clock
+        self._policy = policy or RetryPolicy()
+        self.owner = owner or default_owner()
+        self._lease = lease
+        self._batch_size = batch_size
+        self._gate = asyncio.Semaphore(concurrency)
+        self._idle_poll = idle_poll
+        self._rand = rand
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.heartbeat: datetime | None = None
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Claim and send until :meth:`stop`; a failing database only delays, never ends it."""
+        _log.info("dispatcher_started", owner=self.owner)
+        while not self._stopping.is_set():
+            self.heartbeat = self._clock()
+            try:
+                sent = await self.run_once()
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
+                _log.error("dispatch_loop_error", error=repr(exc))
+                sent = 0
+                await asyncio.sleep(1.0)
+            if sent == 0 and not self._stopping.is_set():
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self._idle_poll)
+        _log.info("dispatcher_stopped", owner=self.owner)
+
+    async def run_once(self) -> int:
+        """Claim one batch of due messages and send them; returns how many were claimed."""
+        now = self._clock()
+        async with self._db.write() as conn:
+            jobs = await message_repo.claim_due(
+                conn,
+                owner=self.owner,
+                now=now,
+                lease=self._lease,
+                limit=self._batch_size,
+                skip_locked=not self._db.is_sqlite,
+            )
+        if jobs:
+            await asyncio.gather(*(self._guarded(job) for job in jobs))
+        return len(jobs)
+
+    async def _guarded(self, job: OutboundJob) -> None:
+        async with self._gate:
+            with structlog.contextvars.bound_contextvars(
+                correlation_id=job.correlation_id, message_id=job.id, sender_id=job.sender_id
+            ):
+                await self._dispatch(job)
+
+    async def _dispatch(self, job: OutboundJob) -> None:
+        now = self._clock()
+        if job.kind is not MessageKind.TEMPLATE:
+            async with self._db.read() as conn:
+                state = await contact_repo.window_state(conn, job.sender_id, job.wa_id)
+            if not window_open(state, now):
+                async with self._db.write() as conn:
+                    await message_repo.record_failed(
+                        conn, job, error=WINDOW_CLOSED_BEFORE_SEND, now=now, attempt=None
+                    )
+                _log.info("dispatch", outcome="failed", code=WINDOW_CLOSED_BEFORE_SEND.code)
+                return
+        started = time.perf_counter()
+        try:
+            result = await self._cloud_api.send(job.sender_id, job.payload)
+        except CloudApiStatusError as exc:
+            await self._on_status_error(job, exc, latency=time.perf_counter() - started)
+        except CloudApiUnavailable as exc:
+            await self._on_unavailable(job, exc, latency=time.perf_counter() - started)
+        else:
+            latency_ms = round((time.perf_counter() - started) * 1000, 1)
+            now = self._clock()
+            attempt = {
+                "outcome": "accepted",
+                "http_status": 200,
+                "wamid": result.wamid,
+                "latency_ms": latency_ms,
+            }
+            async with self._db.write() as conn:
+                await message_repo.record_accepted(
+                    conn, job, wamid=result.wamid, now=now, attempt=attempt
+                )
+                await apply_parked(conn, wamid=result.wamid, now=now)
+            _log.info(
+                "dispatch",
+                outcome="accepted",
+                wamid=result.wamid,
+                latency_ms=latency_ms,
+                attempts=job.attempts + 1,
+            )
+
+    async def _on_status_error(
+        self, job: OutboundJob, exc: CloudApiStatusError, *, latency: float
+    ) -> None:
+        now = self._clock()
+        kind = classify(exc.code, exc.http_status)
+        attempt: dict[str, Any] = {
+            "http_status": exc.http_status,
+            "code": exc.code,
+            "title": exc.title,
+            "fbtrace_id": exc.fbtrace_id,
+            "latency_ms": round(latency * 1000, 1),
+        }
+        error = MessageError(
+            code=exc.code if exc.code is not None else f"http_{exc.http_status}",
+            title=exc.title,
+            detail=exc.details,
+            source=ErrorSource.CLOUD_API,
+        )
+        if kind is ErrorClass.TRANSIENT:
+            await self._retry_or_give_up(job, error, attempt, now=now)
+            return
+        if kind is ErrorClass.SENDER_WIDE:
+            until = now + self._policy.sender_pause
+            attempt["outcome"] = "sender_paused"
+            async with self._db.write() as conn:
+                await key_repo.pause_sender(
+                    conn, job.sender_id, until=until, reason=f"{error.code}: {exc.title}"
+                )
+                await message_repo.record_retry(
+                    conn, job, next_attempt_at=until, now=now, attempt=attempt
+                )
+            _log.warning(
+                "dispatch",
+                outcome="sender_paused",
+                code=exc.code,
+                fbtrace_id=exc.fbtrace_id,
+                paused_until=until.isoformat(),
+            )
+            return
+        attempt["outcome"] = "failed"
+        async with self._db.write() as conn:
+            await message_repo.record_failed(conn, job, error=error, now=now, attempt=attempt)
+            if exc.code == RE_ENGAGEMENT:
+                await contact_repo.mark_window_closed(conn, job.sender_id, job.wa_id, now)
+        _log.info("dispatch", outcome="failed", code=exc.code, fbtrace_id=exc.fbtrace_id)
+
+    async def _on_unavailable(
+        self, job: OutboundJob, exc: CloudApiUnavailable, *, latency: float
+    ) -> None:
+        attempt: dict[str, Any] = {
+            "http_status": None,
+            "code": None,
+            "title": exc.reason,
+            "maybe_sent": exc.maybe_sent,
+            "latency_ms": round(latency * 1000, 1),
+        }
+        error = MessageError(
+            code="cloud_api_unreachable",
+            title="Cloud API unreachable",
+            detail=exc.reason,
+            source=ErrorSource.ROUTER,
+        )
+        await self._retry_or_give_up(job, error, attempt, now=self._clock())
+
+    async def _retry_or_give_up(
+        self, job: OutboundJob, error: MessageError, attempt: dict[str, Any], *, now: datetime
+    ) -> None:
+        attempts = job.attempts + 1
+        if self._policy.gives_up(attempts=attempts, created_at=job.created_at, now=now):
+            attempt["outcome"] = "failed"
+            async with self._db.write() as conn:
+                await message_repo.record_failed(conn, job, error=error, now=now, attempt=attempt)
+            _log.warning(
+                "dispatch",
+                outcome="failed",
+                code=error.code,
+                attempts=attempts,
+                reason="retries exhausted",
+            )
+            return
+        next_at = now + self._policy.delay(attempts, self._rand())
+        attempt["outcome"] = "retry"
+        attempt["next_attempt_at"] = next_at.isoformat()
+        async with self._db.write() as conn:
+            await message_repo.record_retry(
+                conn, job, next_attempt_at=next_at, now=now, attempt=attempt
+            )
+        _log.info(
+            "dispatch",
+            outcome="retry",
+            code=error.code,
+            attempts=attempts,
+            next_attempt_at=next_at.isoformat(),
+        )

@@ -1,0 +1,57 @@
+"""Sandbox start-up: the sandbox sender and a stable all-scope key, printed loudly."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from adapters.cloud_api.sandbox import SANDBOX_DISPLAY_NUMBER, SANDBOX_SENDER_ID, SANDBOX_WABA_ID
+from adapters.db import keys as key_repo
+from adapters.db.tables import sandbox_state as _state
+from app.services.keys import create_key
+from domain.model import ALL_SCOPES, Sender
+
+if TYPE_CHECKING:
+    from app.container import Services
+
+SANDBOX_CLIENT = "sandbox"
+
+
+async def ensure_sandbox(services: Services) -> str:
+    """Register the sandbox sender and return the sandbox key (created once, then kept in the
+    sandbox database so it stays the same across restarts)."""
+    now = services.clock()
+    async with services.db.write() as conn:
+        await key_repo.upsert_sender(
+            conn,
+            Sender(
+                phone_number_id=SANDBOX_SENDER_ID,
+                waba_id=SANDBOX_WABA_ID,
+                display_number=SANDBOX_DISPLAY_NUMBER,
+                name="Sandbox sender",
+            ),
+            now=now,
+        )
+        secret = await conn.scalar(select(_state.c.value).where(_state.c.name == "api_key"))
+    if secret is None or await services.keys.authenticate(secret) is None:
+        created = await create_key(
+            services.db, client=SANDBOX_CLIENT, scopes=sorted(ALL_SCOPES), senders=None, now=now
+        )
+        secret = created.secret
+        async with services.db.write() as conn:
+            await conn.execute(_state.delete().where(_state.c.name == "api_key"))
+            await conn.execute(_state.insert().values(name="api_key", value=secret))
+    settings = services.settings
+    banner = (
+        "\n" + "=" * 72 + "\n"
+        "  wa-router is running in SANDBOX MODE (no WA_ROUTER_ACCESS_TOKEN).\n"
+        "  Nothing reaches WhatsApp: a simulator plays the Cloud API.\n"
+        f"  Sandbox sender: {SANDBOX_SENDER_ID}\n"
+        f"  Sandbox API key (all scopes): {secret}\n"
+        f"  Try: curl -s http://{settings.host}:{settings.port}/healthz\n" + "=" * 72 + "\n"
+    )
+    sys.stderr.write(banner)
+    sys.stderr.flush()
+    return str(secret)

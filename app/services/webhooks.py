@@ -1,0 +1,139 @@
+"""Ingesting Meta's webhooks: inbound messages open the window, statuses move messages on.
+The whole batch is one transaction, committed before we answer 200."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.cloud_api.webhooks import Status, WebhookPayload, meta_time
+from adapters.db import contacts as contact_repo
+from adapters.db import messages as message_repo
+from adapters.db.engine import Database
+from app.services.statuses import apply_status
+from domain.status import WEBHOOK_STATUSES, MessageStatus
+
+_log = structlog.get_logger("wa_router.webhook")
+
+#: Inbound types that are not the customer writing to us: they do not open the window.
+#: Meta documents "messages or calls"; reactions and system notices are left out to stay on the
+#: safe side (a wrongly open window means a 131047 failure later, a closed one only a 422 now).
+NOT_CUSTOMER_MESSAGES = frozenset({"system", "reaction", "revoke", "ephemeral", "errors"})
+
+
+class BadWebhook(ValueError):
+    """A signed payload we cannot interpret (Meta will retry; we log it)."""
+
+
+@dataclass(slots=True)
+class IngestReport:
+    inbound: int = 0
+    duplicates: int = 0
+    statuses_applied: int = 0
+    statuses_late: int = 0
+    statuses_parked: int = 0
+    ignored: int = 0
+
+    def as_log(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def _time(timestamp: str) -> datetime:
+    try:
+        return meta_time(timestamp)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise BadWebhook(f"timestamp {timestamp[:32]!r} is not Unix seconds") from exc
+
+
+async def ingest(db: Database, payload: WebhookPayload, *, now: datetime) -> IngestReport:
+    report = IngestReport()
+    async with db.write() as conn:
+        for entry in payload.entry:
+            for change in entry.changes:
+                value = change.value
+                if change.field != "messages" or value is None:
+                    report.ignored += 1
+                    continue
+                sender_id = value.metadata.phone_number_id if value.metadata else ""
+                if not sender_id:
+                    raise BadWebhook("a messages change without metadata.phone_number_id")
+                contact = value.contacts[0] if value.contacts else None
+                for message in value.messages:
+                    wa_id = message.from_ or (contact.wa_id if contact else None)
+                    user_id = message.from_user_id or (contact.user_id if contact else None)
+                    at = _time(message.timestamp)
+                    new = await contact_repo.record_inbound(
+                        conn,
+                        wamid=message.id,
+                        sender_id=sender_id,
+                        wa_id=wa_id,
+                        user_id=user_id,
+                        type_=message.type[:32],
+                        sent_at=at,
+                        now=now,
+                    )
+                    if not new:
+                        report.duplicates += 1
+                        continue
+                    report.inbound += 1
+                    if wa_id and message.type not in NOT_CUSTOMER_MESSAGES:
+                        await contact_repo.move_last_inbound(conn, sender_id, wa_id, at)
+                for status in value.statuses:
+                    await _status(conn, sender_id, status, now=now, report=report)
+                for error in value.errors:
+                    _log.warning(
+                        "webhook_error", sender_id=sender_id, code=error.code, title=error.title
+                    )
+    return report
+
+
+async def _status(
+    conn: AsyncConnection, sender_id: str, status: Status, *, now: datetime, report: IngestReport
+) -> None:
+    if status.status not in WEBHOOK_STATUSES:
+        report.ignored += 1  # "played", group statuses …: nothing to move
+        return
+    incoming = MessageStatus(status.status)
+    at = _time(status.timestamp)
+    error: dict[str, Any] | None = None
+    if status.errors:
+        first = status.errors[0]
+        error = {
+            "code": first.code,
+            "title": first.title or first.message,
+            "details": first.error_data.details if first.error_data else None,
+        }
+    row = await message_repo.status_of_wamid(conn, status.id)
+    wamid_to_store = None
+    callback = status.biz_opaque_callback_data
+    if row is None and callback and callback.startswith("msg_"):
+        # The status beat our own commit of the wamid: our id came back with it.
+        row = await message_repo.status_of_id(conn, callback, sender_id)
+        wamid_to_store = status.id
+    if row is None:
+        await contact_repo.park_status(
+            conn, wamid=status.id, status=status.status, at=at, error=error, now=now
+        )
+        report.statuses_parked += 1
+        return
+    new = await apply_status(
+        conn,
+        message_id=row.id,
+        current=MessageStatus(row.status),
+        correlation_id=row.correlation_id,
+        sender_id=row.sender_id,
+        wa_id=row.wa_id,
+        incoming=incoming,
+        at=at,
+        error=error,
+        now=now,
+        wamid=wamid_to_store,
+    )
+    if new is None:
+        report.statuses_late += 1
+    else:
+        report.statuses_applied += 1

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from adapters.db.engine import Database
+from adapters.db.migrate import upgrade_to_head
+
+POSTGRES_URL = os.environ.get("WA_ROUTER_TEST_POSTGRES_URL")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def postgres_url_or_skip() -> str:
+    if POSTGRES_URL:
+        return POSTGRES_URL
+    if IN_CI:
+        pytest.fail("CI=true but WA_ROUTER_TEST_POSTGRES_URL is not set: PostgreSQL tests must run")
+    pytest.skip("PostgreSQL tests run when WA_ROUTER_TEST_POSTGRES_URL is set")
+
+
+async def _postgres_schema(url: str, schema: str, *, create: bool) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            if create:
+                await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            else:
+                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        await engine.dispose()
+
+
+async def open_database(kind: str, tmp_path: Path) -> tuple[Database, str | None]:
+    if kind == "sqlite":
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'router.db'}")
+        await upgrade_to_head(db)
+        return db, None
+    url = postgres_url_or_skip()
+    schema = "t_" + uuid.uuid4().hex[:16]
+    await _postgres_schema(url, schema, create=True)
+    db = Database(url, schema=schema)
+    await upgrade_to_head(db)
+    return db, schema
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated database: SQLite (temp file) and PostgreSQL (own schema) when configured."""
+    db, schema = await open_database(request.param, tmp_path)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+        if schema is not None and POSTGRES_URL:
+            await _postgres_schema(POSTGRES_URL, schema, create=False)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite database in a temp file (service tests)."""
+    database, _ = await open_database("sqlite", tmp_path)
+    try:
+        yield database
+    finally:
+        await database.dispose()
