@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,9 @@ async def _worker(settings: Settings) -> None:
             cloud_api = CloudApiClient(
                 http, token=settings.access_token or "", version=settings.graph_api_version
             )
-        dispatcher = Dispatcher(db, cloud_api, clock=_now)
+        dispatcher = Dispatcher(
+            db, cloud_api, clock=_now, lease=timedelta(seconds=settings.lease_seconds)
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, dispatcher.stop)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import structlog
@@ -34,7 +34,7 @@ from app.http.webhook import WebhookController
 from app.logs import configure_logging
 from app.services.directory import SenderDirectory
 from app.services.dispatch import Dispatcher
-from app.services.keys import KeyCache
+from app.services.keys import KEY_CACHE_TTL_SECONDS, KeyCache
 from app.services.sandbox import ensure_sandbox
 from app.services.sending import SendingService
 from app.settings import Settings, WorkerMode, load_settings
@@ -57,6 +57,7 @@ def create_app(
     retry_policy: RetryPolicy | None = None,
     idle_poll: float = 0.5,
     sandbox_delays: tuple[float, float, float] = (0.5, 1.0, 2.0),
+    key_cache_ttl: float = KEY_CACHE_TTL_SECONDS,
     configure_logs: bool = True,
 ) -> Litestar:
     settings = settings or load_settings()
@@ -79,7 +80,7 @@ def create_app(
             base_url="http://wa-router.sandbox",
         )
         senders = SenderDirectory(db)
-        keys = KeyCache(db, clock=clock)
+        keys = KeyCache(db, clock=clock, ttl=key_cache_ttl)
         dispatcher: Dispatcher | None = None
         sandbox: SandboxCloudApi | None = None
         cloud_api: CloudApi
@@ -111,7 +112,12 @@ def create_app(
             )
         if settings.worker is WorkerMode.EMBEDDED:
             dispatcher = Dispatcher(
-                db, cloud_api, clock=clock, policy=retry_policy, idle_poll=idle_poll
+                db,
+                cloud_api,
+                clock=clock,
+                policy=retry_policy,
+                idle_poll=idle_poll,
+                lease=timedelta(seconds=settings.lease_seconds),
             )
         services = Services(
             settings=settings,

@@ -45,6 +45,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     send_rate_per_hour: Rate = 0
     read_rate_per_minute: Rate = 1200
     worker: WorkerMode = WorkerMode.EMBEDDED
+    lease_seconds: Annotated[int, msgspec.Meta(ge=4, le=3600)] = 30
     log_format: LogFormat | None = None
 
     @property
@@ -62,7 +63,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """Cross-field rules; raises :class:`SettingsError` with one clear line."""
         try:
             url = make_url(self.database_url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             raise SettingsError(
                 f"{PREFIX}DATABASE_URL is not a SQLAlchemy URL: {self.database_url!r}"
             ) from None
@@ -71,7 +72,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"{PREFIX}DATABASE_URL must use sqlite+aiosqlite:// or postgresql+asyncpg://, "
                 f"not {url.drivername}://"
             )
-        graph = urlsplit(self.graph_api_url)
+        try:
+            graph = urlsplit(self.graph_api_url)
+        except ValueError:
+            graph = urlsplit("")
         if graph.scheme not in ("http", "https") or not graph.hostname:
             raise SettingsError(
                 f"{PREFIX}GRAPH_API_URL must be an http(s) URL, not {self.graph_api_url!r}"

@@ -134,7 +134,10 @@ def _bounded(value: str, *, param: str, maximum: int, minimum: int = 1) -> str:
 def _https_url(url: str, *, param: str) -> str:
     if len(url) > URL_MAX:
         raise ContentError(param, f"must be at most {URL_MAX} characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket, characters that fail NFKC checks
+        raise ContentError(param, "must be an https:// URL the Cloud API can fetch") from None
     if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in url):
         raise ContentError(param, "must be an https:// URL the Cloud API can fetch")
     return url

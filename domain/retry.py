@@ -17,7 +17,10 @@ class RetryPolicy:
     def delay(self, attempts: int, rand: float) -> timedelta:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempts-1))]; ``rand`` in [0, 1)."""
         exponent: int = min(max(attempts - 1, 0), 30)
-        ceiling: timedelta = min(self.cap, self.base * (1 << exponent))
+        try:
+            ceiling: timedelta = min(self.cap, self.base * (1 << exponent))
+        except OverflowError:
+            ceiling = self.cap
         return ceiling * rand
 
     def gives_up(self, *, attempts: int, created_at: datetime, now: datetime) -> bool:

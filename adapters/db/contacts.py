@@ -4,10 +4,10 @@ parked until their wamid is known."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -52,6 +52,17 @@ async def move_last_inbound(
         },
     )
     await conn.execute(stmt)
+    # A customer message in or after the second of Meta's refusal reopens the window (Meta's
+    # timestamps are whole seconds, our record of the refusal is not).
+    await conn.execute(
+        update(contacts)
+        .where(
+            contacts.c.sender_id == sender_id,
+            contacts.c.wa_id == wa_id,
+            contacts.c.window_closed_at < at + timedelta(seconds=1),
+        )
+        .values(window_closed_at=None)
+    )
 
 
 async def mark_window_closed(
@@ -123,14 +134,12 @@ async def take_parked(conn: AsyncConnection, wamid: str) -> list[tuple[str, date
     """Remove and return the statuses parked for ``wamid``, oldest first."""
     rows = (
         await conn.execute(
-            select(orphans.c.status, orphans.c.at, orphans.c.error)
+            delete(orphans)
             .where(orphans.c.wamid == wamid)
-            .order_by(orphans.c.id)
+            .returning(orphans.c.id, orphans.c.status, orphans.c.at, orphans.c.error)
         )
     ).all()
-    if rows:
-        await conn.execute(delete(orphans).where(orphans.c.wamid == wamid))
-    return [(r.status, r.at, r.error) for r in rows]
+    return [(r.status, r.at, r.error) for r in sorted(rows, key=lambda r: r.id)]
 
 
 async def last_inbound_seen(conn: AsyncConnection, sender_id: str, wa_id: str) -> datetime | None:

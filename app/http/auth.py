@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from app.container import Services
 from app.http.problems import ApiError
@@ -32,7 +33,9 @@ def _presented_secret(request: Request[Any, Any, Any]) -> str | None:
     return request.headers.get("x-api-key")
 
 
-async def provide_api_key(request: Request[Any, Any, Any], services: Services) -> ApiKey:
+async def provide_api_key(
+    request: Request[Any, Any, Any], services: NamedDependency[Services]
+) -> ApiKey:
     secret = _presented_secret(request)
     key = await services.keys.authenticate(secret) if secret else None
     if key is None:

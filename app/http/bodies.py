@@ -26,7 +26,7 @@ def _is_json(content_type: str) -> bool:
 def param_of(error: msgspec.ValidationError) -> str | None:
     message = str(error)
     at = _AT.search(message)
-    path = at.group(1) if at else ""
+    path = (at.group(1) if at else "").replace("[...]", "")  # "[...]": a value in a mapping
     field = _FIELD.search(message)
     if field and ("missing required field" in message or "unknown field" in message):
         path = f"{path}.{field.group(1)}" if path else field.group(1)
@@ -47,3 +47,5 @@ async def decode_body(request: Request[Any, Any, Any], decoder: msgspec.json.Dec
         raise ApiError(422, "validation_failed", detail, param=param) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise ApiError(400, "malformed_json", "the body is not valid UTF-8") from None

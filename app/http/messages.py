@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 
 from app.container import Services
 from app.http.bodies import decode_body
@@ -133,7 +134,10 @@ class MessagesController(Controller):
         responses=SEND_ERRORS,
     )
     async def send(
-        self, request: Request[Any, Any, Any], services: Services, api_key: ApiKey
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        api_key: NamedDependency[ApiKey],
     ) -> Response[MessageResource]:
         """Text, reply buttons or media by link, inside the 24-hour customer service window.
 
@@ -185,11 +189,11 @@ class MessagesController(Controller):
     async def status(
         self,
         request: Request[Any, Any, Any],
-        services: Services,
-        api_key: ApiKey,
+        services: NamedDependency[Services],
+        api_key: NamedDependency[ApiKey],
         message_id: Annotated[str, Parameter(max_length=64, description="msg_… id")],
         if_none_match: Annotated[
-            str | None, Parameter(header="If-None-Match", required=False)
+            str | None, HeaderParameter(name="If-None-Match", required=False)
         ] = None,
     ) -> Response[MessageResource]:
         """The status, its history, the attempts and any error. Sends an `ETag`
@@ -222,7 +226,10 @@ class TemplatesController(Controller):
         responses={**COMMON_ERRORS, 422: _problem(422, "validation_failed or unknown_sender")},
     )
     async def send(
-        self, request: Request[Any, Any, Any], services: Services, api_key: ApiKey
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        api_key: NamedDependency[ApiKey],
     ) -> Response[MessageResource]:
         """An approved template, at any time (never window-checked). `components` is the Cloud
         API's own shape, passed through."""

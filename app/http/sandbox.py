@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
 
 from app.container import Services
 from app.http.bodies import decode_body
@@ -33,7 +34,10 @@ class SandboxController(Controller):
         responses={**COMMON_ERRORS},
     )
     async def inbound(
-        self, request: Request[Any, Any, Any], services: Services, api_key: ApiKey
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        api_key: NamedDependency[ApiKey],
     ) -> Response[SandboxInboundResponse]:
         """The simulator posts a signed inbound-message webhook to this router, as Meta would:
         the customer service window of (sender, from) opens for 24 hours."""

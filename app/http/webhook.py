@@ -8,8 +8,9 @@ from typing import Annotated, Any
 import msgspec
 import structlog
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from adapters.cloud_api.webhooks import WebhookPayload, decoder, signature_valid
 from app.container import Services
@@ -44,10 +45,14 @@ class WebhookController(Controller):
     )
     async def verify(
         self,
-        services: Services,
-        mode: Annotated[str | None, Parameter(query="hub.mode", required=False)] = None,
-        token: Annotated[str | None, Parameter(query="hub.verify_token", required=False)] = None,
-        challenge: Annotated[str | None, Parameter(query="hub.challenge", required=False)] = None,
+        services: NamedDependency[Services],
+        mode: Annotated[str | None, QueryParameter(name="hub.mode", required=False)] = None,
+        token: Annotated[
+            str | None, QueryParameter(name="hub.verify_token", required=False)
+        ] = None,
+        challenge: Annotated[
+            str | None, QueryParameter(name="hub.challenge", required=False)
+        ] = None,
     ) -> str:
         """Meta calls this when the callback URL is saved: answer the challenge if the verify
         token matches `WA_ROUTER_VERIFY_TOKEN`."""
@@ -87,7 +92,9 @@ class WebhookController(Controller):
             ),
         },
     )
-    async def receive(self, request: Request[Any, Any, Any], services: Services) -> WebhookAck:
+    async def receive(
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services]
+    ) -> WebhookAck:
         """The Cloud API's own payload, signed with the app secret over the raw bytes. Every
         message and status of the batch is stored before the 200."""
         body = await request.body()
@@ -102,7 +109,7 @@ class WebhookController(Controller):
             )
         try:
             payload: WebhookPayload = decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             raise ApiError(
                 400, "malformed_json", f"not a Cloud API webhook payload: {exc}"
             ) from None

@@ -53,7 +53,7 @@ class Dispatcher:
         clock: Callable[[], datetime],
         policy: RetryPolicy | None = None,
         owner: str | None = None,
-        lease: timedelta = timedelta(seconds=60),
+        lease: timedelta = timedelta(seconds=30),
         batch_size: int = 64,
         concurrency: int = 32,
         idle_poll: float = 0.5,
@@ -134,7 +134,16 @@ class Dispatcher:
                 return
         started = time.perf_counter()
         try:
-            result = await self._cloud_api.send(job.sender_id, job.payload)
+            # An attempt must end well inside its lease, or a second dispatcher could claim the
+            # message while this one still waits for Meta.
+            async with asyncio.timeout(self._lease.total_seconds() * 0.75):
+                result = await self._cloud_api.send(job.sender_id, job.payload)
+        except TimeoutError:
+            await self._on_unavailable(
+                job,
+                CloudApiUnavailable("attempt deadline", maybe_sent=True),
+                latency=time.perf_counter() - started,
+            )
         except CloudApiStatusError as exc:
             await self._on_status_error(job, exc, latency=time.perf_counter() - started)
         except CloudApiUnavailable as exc:

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from adapters.cloud_api.client import CloudApiClient
+from adapters.db import keys as key_repo
+from adapters.db.engine import Database
+from app.services.directory import SenderDirectory
+from app.services.dispatch import Dispatcher
+from app.services.keys import create_key
+from app.services.sending import SendingService, SendRequest
+from domain import content
+from domain.model import ALL_SCOPES, ApiKey, Message, Sender
+from domain.retry import RetryPolicy
+from tests.fakes import FakeClock, FakeGraph
+
+SENDER = "106540352242922"
+CUSTOMER = "14155552671"
+
+
+@dataclass
+class World:
+    """The use cases over a real SQLite file, a fake Graph API and a clock we move by hand."""
+
+    db: Database
+    graph: FakeGraph
+    clock: FakeClock
+    sending: SendingService
+    dispatcher: Dispatcher
+    key: ApiKey
+
+    async def open_window(self, wa_id: str = CUSTOMER) -> None:
+        from adapters.db import contacts as contact_repo
+
+        async with self.db.write() as conn:
+            await contact_repo.move_last_inbound(conn, SENDER, wa_id, self.clock.now)
+
+    async def send_text(self, text: str = "hello", wa_id: str = CUSTOMER) -> Message:
+        return await self.sending.accept(
+            SendRequest(
+                key=self.key,
+                route="test",
+                sender_id=SENDER,
+                wa_id=wa_id,
+                content=content.free_form(text=text),
+                reply_to=None,
+                metadata={},
+                correlation_id="req_test",
+            )
+        )
+
+    async def message(self, message_id: str) -> Message:
+        return await self.sending.get(message_id, key=self.key)
+
+
+POLICY = RetryPolicy(
+    base=timedelta(seconds=2),
+    cap=timedelta(seconds=60),
+    max_attempts=4,
+    max_age=timedelta(hours=1),
+    sender_pause=timedelta(minutes=10),
+)
+
+
+@pytest.fixture
+async def world(db: Database) -> AsyncIterator[World]:
+    graph = FakeGraph()
+    clock = FakeClock()
+    async with db.write() as conn:
+        await key_repo.upsert_sender(conn, Sender(phone_number_id=SENDER), now=clock.now)
+    created = await create_key(
+        db, client="crm", scopes=sorted(ALL_SCOPES), senders=None, now=clock.now
+    )
+    async with httpx.AsyncClient(transport=graph.transport(), base_url="https://graph.test") as h:
+        cloud = CloudApiClient(h, token="tok", version="v25.0")
+        yield World(
+            db=db,
+            graph=graph,
+            clock=clock,
+            sending=SendingService(db, senders=SenderDirectory(db), clock=clock),
+            dispatcher=Dispatcher(
+                db, cloud, clock=clock, policy=POLICY, rand=lambda: 1.0, owner="test-dispatcher"
+            ),
+            key=created.key,
+        )

@@ -1,0 +1,195 @@
+"""The dispatcher's decisions, on a clock we move by hand."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from adapters.db import contacts as contact_repo
+from adapters.db import keys as key_repo
+from adapters.db import messages as message_repo
+from app.services.dispatch import Dispatcher
+from domain.status import MessageStatus
+from tests.fakes import Scripted, meta_error
+from tests.service.conftest import CUSTOMER, SENDER, World
+
+
+async def test_a_queued_message_is_sent_once_and_accepted(world: World) -> None:
+    await world.open_window()
+    message = await world.send_text()
+
+    assert await world.dispatcher.run_once() == 1
+    assert await world.dispatcher.run_once() == 0
+
+    stored = await world.message(message.id)
+    assert stored.status is MessageStatus.ACCEPTED
+    assert stored.wamid == "wamid.FAKE000000"
+    assert stored.attempts == 1
+    assert len(world.graph.requests) == 1
+
+
+async def test_transient_errors_back_off_with_the_policy_then_succeed(world: World) -> None:
+    await world.open_window()
+    message = await world.send_text()
+    world.graph.then(
+        meta_error(503, 131016, "Service temporarily unavailable"), Scripted(kind="timeout")
+    )
+
+    await world.dispatcher.run_once()
+    assert (await world.message(message.id)).status is MessageStatus.QUEUED
+    assert await world.dispatcher.run_once() == 0  # not due before its backoff (2 s)
+    world.clock.advance(seconds=2)
+    assert await world.dispatcher.run_once() == 1  # the timeout
+    world.clock.advance(seconds=3)
+    assert await world.dispatcher.run_once() == 0  # second backoff is 4 s
+    world.clock.advance(seconds=1)
+    assert await world.dispatcher.run_once() == 1
+
+    stored = await world.message(message.id)
+    assert stored.status is MessageStatus.ACCEPTED
+    assert stored.attempts == 3
+
+
+async def test_retries_stop_at_the_policy_limit_with_the_last_reason(world: World) -> None:
+    await world.open_window()
+    message = await world.send_text()
+    world.graph.then(*[meta_error(500, 131000, "Something went wrong")] * 10)
+
+    for _ in range(10):
+        await world.dispatcher.run_once()
+        world.clock.advance(seconds=60)
+
+    stored = await world.message(message.id)
+    assert stored.status is MessageStatus.FAILED
+    assert stored.attempts == 4
+    assert stored.error is not None
+    assert stored.error.code == 131000
+    assert len(world.graph.requests) == 4
+
+
+async def test_window_closed_while_queued_fails_without_calling_meta(world: World) -> None:
+    await world.open_window()
+    message = await world.send_text()
+    world.clock.advance(hours=24)
+
+    await world.dispatcher.run_once()
+
+    stored = await world.message(message.id)
+    assert stored.status is MessageStatus.FAILED
+    assert stored.error is not None
+    assert stored.error.code == "window_closed_before_send"
+    assert str(stored.error.source) == "router"
+    assert world.graph.requests == []
+
+
+async def test_an_expired_lease_makes_the_message_due_again(world: World) -> None:
+    await world.open_window()
+    message = await world.send_text()
+    async with world.db.write() as conn:
+        claimed = await message_repo.claim_due(
+            conn,
+            owner="crashed-worker",
+            now=world.clock.now,
+            lease=timedelta(seconds=30),
+            limit=10,
+            skip_locked=False,
+        )
+    assert [job.id for job in claimed] == [message.id]
+
+    assert await world.dispatcher.run_once() == 0
+    world.clock.advance(seconds=31)
+    assert await world.dispatcher.run_once() == 1
+
+    assert (await world.message(message.id)).status is MessageStatus.ACCEPTED
+    assert len(world.graph.requests) == 1
+
+
+async def test_a_sender_wide_error_pauses_the_sender_and_keeps_messages_queued(
+    world: World,
+) -> None:
+    await world.open_window()
+    await world.open_window("14155550000")
+    first = await world.send_text()
+    second = await world.send_text(wa_id="14155550000")
+    world.graph.then(
+        meta_error(401, 190, "Access token expired"), meta_error(401, 190, "Access token expired")
+    )
+
+    await world.dispatcher.run_once()
+
+    assert (await world.message(first.id)).status is MessageStatus.QUEUED
+    assert (await world.message(second.id)).status is MessageStatus.QUEUED
+    async with world.db.read() as conn:
+        sender = await key_repo.get_sender(conn, SENDER)
+    assert sender is not None
+    assert sender.paused_until == world.clock.now + timedelta(minutes=10)
+    assert sender.pause_reason is not None
+    assert sender.pause_reason.startswith("190")
+    calls = len(world.graph.requests)
+    world.clock.advance(minutes=5)
+    assert await world.dispatcher.run_once() == 0
+    world.clock.advance(minutes=6)
+    await world.dispatcher.run_once()
+    assert (await world.message(first.id)).status is MessageStatus.ACCEPTED
+    assert (await world.message(second.id)).status is MessageStatus.ACCEPTED
+    assert len(world.graph.requests) == calls + 2
+
+
+async def test_131047_fails_the_message_and_closes_the_window(world: World) -> None:
+    await world.open_window()
+    message = await world.send_text()
+    world.graph.then(meta_error(400, 131047, "Re-engagement message", "24 hours"))
+
+    await world.dispatcher.run_once()
+
+    stored = await world.message(message.id)
+    assert stored.status is MessageStatus.FAILED
+    assert stored.error is not None
+    assert (stored.error.code, stored.error.detail) == (131047, "24 hours")
+    async with world.db.read() as conn:
+        state = await contact_repo.window_state(conn, SENDER, CUSTOMER)
+    assert state.closed_at == world.clock.now
+
+
+async def test_templates_go_out_with_the_window_closed(world: World) -> None:
+    from app.services.sending import SendRequest
+    from domain import content
+
+    message = await world.sending.accept(
+        SendRequest(
+            key=world.key,
+            route="test",
+            sender_id=SENDER,
+            wa_id=CUSTOMER,
+            content=content.template(name="hello_world", language="en_US", components=[]),
+            reply_to=None,
+            metadata={},
+            correlation_id="req_t",
+        )
+    )
+
+    await world.dispatcher.run_once()
+
+    assert (await world.message(message.id)).status is MessageStatus.ACCEPTED
+    assert world.graph.requests[0].body["type"] == "template"
+
+
+async def test_the_loop_wakes_on_new_messages_and_stops_cleanly(world: World) -> None:
+    import asyncio
+
+    dispatcher = Dispatcher(
+        world.db, world.dispatcher._cloud_api, clock=world.clock, idle_poll=30.0
+    )
+    await world.open_window()
+    task = asyncio.create_task(dispatcher.run())
+    await asyncio.sleep(0.05)
+    message = await world.send_text()
+    dispatcher.wake()
+    for _ in range(100):
+        if (await world.message(message.id)).status is MessageStatus.ACCEPTED:
+            break
+        await asyncio.sleep(0.01)
+    dispatcher.stop()
+    await asyncio.wait_for(task, timeout=5)
+
+    assert (await world.message(message.id)).status is MessageStatus.ACCEPTED
+    assert dispatcher.heartbeat is not None

@@ -1,0 +1,54 @@
+"""The import direction app -> adapters -> domain (STYLE.md §1), and proof the checker can fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests import layers
+
+
+def test_the_import_direction_holds() -> None:
+    assert layers.violations() == []
+
+
+def test_the_checker_looks_at_every_layer() -> None:
+    assert {"domain", "adapters", "app"} == set(layers.RULES)
+    for layer in layers.RULES:
+        assert any((layers.ROOT / layer).rglob("*.py")), layer
+
+
+def test_imports_sees_every_form_of_a_forbidden_import(tmp_path: Path) -> None:
+    module = tmp_path / "leaky.py"
+    module.write_text(
+        "from __future__ import annotations\n"
+        "import json\n"
+        "import sqlalchemy.orm\n"
+        "from httpx import AsyncClient\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    import litestar\n"
+        "def later():\n"
+        "    from app.settings import Settings\n"
+        "    import structlog as log\n"
+        "from . import sibling\n"
+        "from .model import Message\n"
+    )
+    found = list(layers.imports(module))
+    assert found == [
+        (1, "__future__"),
+        (2, "json"),
+        (3, "sqlalchemy"),
+        (4, "httpx"),
+        (5, "typing"),
+        (7, "litestar"),
+        (9, "app"),
+        (10, "structlog"),
+    ]
+    forbidden_in_domain = {name for _, name in found} & layers.RULES["domain"]
+    assert forbidden_in_domain == {"sqlalchemy", "httpx", "litestar", "app", "structlog"}
+
+
+def test_imports_finds_nothing_forbidden_in_a_pure_module(tmp_path: Path) -> None:
+    module = tmp_path / "pure.py"
+    module.write_text("import datetime\nfrom dataclasses import dataclass\nfrom . import model\n")
+    assert {name for _, name in layers.imports(module)} & layers.RULES["domain"] == set()
