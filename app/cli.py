@@ -161,10 +161,20 @@ async def _senders_add(settings: Settings, args: argparse.Namespace) -> None:
         name=args.name,
         max_mps=args.max_mps or 80,
     )
+    given = {
+        name
+        for name, flag in (
+            ("waba_id", args.waba_id),
+            ("display_number", args.display_number),
+            ("name", args.name),
+            ("max_mps", args.max_mps),
+        )
+        if flag is not None
+    }
     db = await _with_db(settings)
     try:
         async with db.write() as conn:
-            created = await key_repo.upsert_sender(conn, sender, now=_now())
+            created = await key_repo.upsert_sender(conn, sender, now=_now(), only=given)
     finally:
         await db.dispose()
     print(("added" if created else "updated") + f" sender {sender.phone_number_id}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import Row, select, update
@@ -117,8 +117,11 @@ async def touch_key(conn: AsyncConnection, key_id: str, *, now: datetime) -> Non
     await conn.execute(update(_keys).where(_keys.c.id == key_id).values(last_used_at=now))
 
 
-async def upsert_sender(conn: AsyncConnection, sender: Sender, *, now: datetime) -> bool:
-    """Register or update a sender; True if it was new."""
+async def upsert_sender(
+    conn: AsyncConnection, sender: Sender, *, now: datetime, only: Collection[str] | None = None
+) -> bool:
+    """Register or update a sender; True if it was new. ``only`` limits an update to the named
+    fields (the others keep their stored values)."""
     values = {
         "waba_id": sender.waba_id,
         "display_number": sender.display_number,
@@ -137,11 +140,14 @@ async def upsert_sender(conn: AsyncConnection, sender: Sender, *, now: datetime)
             )
         )
         return True
-    await conn.execute(
-        update(_senders)
-        .where(_senders.c.phone_number_id == sender.phone_number_id)
-        .values(**values)
-    )
+    if only is not None:
+        values = {name: value for name, value in values.items() if name in only}
+    if values:
+        await conn.execute(
+            update(_senders)
+            .where(_senders.c.phone_number_id == sender.phone_number_id)
+            .values(**values)
+        )
     return False
 
 

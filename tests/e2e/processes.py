@@ -82,6 +82,7 @@ class RouterProcess:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     starts: int = field(default=0)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -116,19 +117,32 @@ class RouterProcess:
             )
         wait_http(self.url + "/healthz")
 
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as log:
+            worker = subprocess.Popen(
+                [str(BIN / "wa-router"), "worker"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.workers.append(worker)
+        return worker
+
     def kill_9(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        for process in [self.process, *self.workers]:
+            if process is not None and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
 
 
 @contextmanager

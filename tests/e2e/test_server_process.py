@@ -230,3 +230,32 @@ def test_kill_9_right_after_a_batch_of_202s_loses_nothing(
     assert statuses == {"accepted"}
     assert set(ids) <= set(received)
     assert duplicates <= len(sent_before)
+
+
+def test_a_separate_worker_process_dispatches_when_the_server_does_not(
+    tmp_path: Path, graph: FakeGraphProcess
+) -> None:
+    with router_process(tmp_path, graph) as router:
+        router.env["WA_ROUTER_WORKER"] = "off"
+        router.cli("senders", "add", "--phone-number-id", SENDER)
+        headers = router.key()
+        router.start()
+        customer_writes(router)
+        message = httpx.post(
+            router.url + "/v1/whatsapp/messages",
+            headers=headers,
+            timeout=10,
+            json={"to": "+14155552671", "text": "hello"},
+        ).json()
+        time.sleep(1.0)
+        assert (
+            wait_status(router, message["id"], headers, "accepted", timeout=0)["status"] == "queued"
+        )  # nobody dispatches yet
+
+        worker = router.start_worker()
+        accepted = wait_status(router, message["id"], headers, "accepted")
+
+        assert accepted["status"] == "accepted"
+        assert len(graph.requests()) == 1
+        worker.terminate()
+        assert worker.wait(timeout=20) == 0  # SIGTERM stops it cleanly

@@ -1,0 +1,170 @@
+"""`wa-router` commands (API.md "Command line"), run in-process against a temp database."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+
+P = "WA_ROUTER_"
+
+
+@pytest.fixture(autouse=True)
+def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("ACCESS_TOKEN", "APP_SECRET", "WORKER", "PORT", "HOST"):
+        monkeypatch.delenv(P + name, raising=False)
+    path = tmp_path / "cli.db"
+    monkeypatch.setenv(P + "DATABASE_URL", f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_migrate_then_senders_add_and_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "migrate")[0] == 0
+    code, out, _ = run(
+        capsys,
+        "senders",
+        "add",
+        "--phone-number-id",
+        "106540352242922",
+        "--waba-id",
+        "102290129340398",
+        "--display-number",
+        "+1 555 078 3881",
+        "--name",
+        "Support",
+        "--max-mps",
+        "250",
+    )
+    assert code == 0
+    assert "added sender 106540352242922" in out
+    assert (
+        "updated"
+        in run(
+            capsys,
+            "senders",
+            "add",
+            "--phone-number-id",
+            "106540352242922",
+            "--name",
+            "Support line",
+        )[1]
+    )
+
+    code, out, _ = run(capsys, "senders", "list", "--json")
+
+    assert code == 0
+    assert json.loads(out) == [
+        {
+            "phone_number_id": "106540352242922",
+            "waba_id": "102290129340398",
+            "display_number": "+15550783881",
+            "name": "Support line",
+            "max_mps": 250,
+            "paused_until": None,
+            "pause_reason": None,
+        }
+    ]
+    assert "106540352242922" in run(capsys, "senders", "list")[1]
+
+
+def test_keys_are_shown_once_listed_without_secrets_and_revocable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "keys",
+        "create",
+        "--client",
+        "crm",
+        "--scopes",
+        "messages:send,messages:read",
+        "--senders",
+        "106540352242922",
+        "--json",
+    )
+    assert code == 0
+    created = json.loads(out)
+    assert set(created) == {"id", "key", "client", "scopes", "senders"}
+    assert created["client"] == "crm"
+    assert created["scopes"] == ["messages:read", "messages:send"]
+    assert created["senders"] == ["106540352242922"]
+
+    listed = json.loads(run(capsys, "keys", "list", "--json")[1])
+    assert [k["id"] for k in listed] == [created["id"]]
+    assert created["key"] not in json.dumps(listed)
+    assert listed[0]["revoked_at"] is None
+
+    assert run(capsys, "keys", "revoke", created["id"])[0] == 0
+    assert json.loads(run(capsys, "keys", "list", "--json")[1])[0]["revoked_at"] is not None
+    code, _, err = run(capsys, "keys", "revoke", "key_unknown")
+    assert code == 2
+    assert "no key" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("keys", "create", "--client", "crm", "--scopes", "messages:write"),
+        ("keys", "create", "--client", "crm", "--scopes", ","),
+        ("keys", "create", "--client", " ", "--scopes", "messages:send"),
+        ("senders", "add", "--phone-number-id", "abc"),
+        ("senders", "add", "--phone-number-id", "1", "--max-mps", "0"),
+        ("senders", "add", "--phone-number-id", "1", "--display-number", "012"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    code, out, err = run(capsys, *argv)
+
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("wa-router: ")
+
+
+def test_a_misconfiguration_stops_start_up_with_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(P + "ACCESS_TOKEN", "EAAG-real")
+
+    code, _, err = run(capsys, "serve")
+
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "wa-router: configuration error: WA_ROUTER_APP_SECRET is required with a real "
+        "WA_ROUTER_ACCESS_TOKEN (it verifies Meta's webhook signatures)"
+    ]
+
+
+def test_openapi_writes_the_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "openapi.json"
+
+    assert run(capsys, "openapi", "--output", str(target))[0] == 0
+
+    document = json.loads(target.read_text())
+    assert document["openapi"].startswith("3.")
+    assert "/v1/whatsapp/messages" in document["paths"]
+
+
+def test_the_console_script_is_installed() -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "wa-router"), "--help"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    for command in (b"serve", b"worker", b"migrate", b"senders", b"keys", b"openapi"):
+        assert command in done.stdout
