@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, RowMapping, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, RowMapping, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.tables import message_events as events
@@ -160,6 +160,21 @@ async def get_message(conn: AsyncConnection, message_id: str, *, client_id: str)
     return _message(row, history)
 
 
+def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    paused = select(_senders.c.phone_number_id).where(_senders.c.paused_until > now)
+    return (
+        messages.c.status == str(MessageStatus.QUEUED),
+        messages.c.next_attempt_at <= now,
+        or_(messages.c.lease_expires_at.is_(None), messages.c.lease_expires_at <= now),
+        messages.c.sender_id.not_in(paused),
+    )
+
+
+async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
+    """A cheap read, so an idle dispatcher does not take SQLite's write lock to find nothing."""
+    return (await conn.scalar(select(messages.c.id).where(*_due(now)).limit(1))) is not None
+
+
 async def claim_due(
     conn: AsyncConnection,
     *,
@@ -171,18 +186,7 @@ async def claim_due(
 ) -> list[OutboundJob]:
     """Lease up to ``limit`` due messages to ``owner``. A lease that expired (its dispatcher
     crashed) makes its message due again."""
-    paused = select(_senders.c.phone_number_id).where(_senders.c.paused_until > now)
-    due = (
-        select(messages.c.id)
-        .where(
-            messages.c.status == str(MessageStatus.QUEUED),
-            messages.c.next_attempt_at <= now,
-            or_(messages.c.lease_expires_at.is_(None), messages.c.lease_expires_at <= now),
-            messages.c.sender_id.not_in(paused),
-        )
-        .order_by(messages.c.id)
-        .limit(limit)
-    )
+    due = select(messages.c.id).where(*_due(now)).order_by(messages.c.id).limit(limit)
     if skip_locked:
         due = due.with_for_update(skip_locked=True)
     rows = await conn.execute(

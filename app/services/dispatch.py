@@ -100,6 +100,9 @@ class Dispatcher:
     async def run_once(self) -> int:
         """Claim one batch of due messages and send them; returns how many were claimed."""
         now = self._clock()
+        async with self._db.read() as conn:
+            if not await message_repo.any_due(conn, now=now):
+                return 0
         async with self._db.write() as conn:
             jobs = await message_repo.claim_due(
                 conn,
