@@ -142,7 +142,8 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     elif status == 404:
         error = ApiError(404, "not_found", "no such resource")
     elif status == 405:
-        headers = {"Allow": exc.headers["Allow"]} if exc.headers and "Allow" in exc.headers else {}
+        allow = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow")
+        headers = {"Allow": allow} if allow else {}
         error = ApiError(
             405, "method_not_allowed", "this method is not allowed here", headers=headers
         )

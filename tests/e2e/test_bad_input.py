@@ -293,6 +293,7 @@ async def test_unknown_routes_and_methods_are_problems_with_a_correlation_id(
     assert_problem(missing, 404, "not_found")
     assert missing.json()["correlation_id"] == "abc-1"
     assert_problem(wrong_method, 405, "method_not_allowed")
+    assert "POST" in wrong_method.headers["allow"].split(", ")
 
 
 async def test_client_correlation_ids_are_adopted_when_valid(router: Router) -> None:
