@@ -8,28 +8,24 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 import uvicorn
 
-from adapters.cloud_api.client import DEFAULT_TIMEOUT, CloudApiClient
-from adapters.cloud_api.sandbox import SANDBOX_APP_SECRET, SandboxCloudApi
-from adapters.db import contacts as contact_repo
+from adapters.cloud_api.sandbox import SandboxCloudApi
 from adapters.db import keys as key_repo
 from adapters.db.engine import Database
 from adapters.db.migrate import upgrade_to_head
 from app.logs import configure_logging
 from app.main import create_app
-from app.services.dispatch import Dispatcher
+from app.runtime import Tuning, cloud_api_for, graph_client, http_deliver, new_dispatcher
 from app.services.keys import create_key
 from app.settings import Settings, SettingsError, load_settings
 from domain.model import ALL_SCOPES, Scope, Sender
 from domain.phones import InvalidPhoneNumber, normalise_phone
-from domain.ports import CloudApi
 
 
 def _now() -> datetime:
@@ -84,36 +80,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _worker(settings: Settings) -> None:
     db = await _with_db(settings)
-    async with httpx.AsyncClient(base_url=settings.graph_api_url, timeout=DEFAULT_TIMEOUT) as http:
-        cloud_api: CloudApi
-        if settings.sandbox:
-            webhook = f"http://{settings.host}:{settings.port}/v1/whatsapp/webhook"
-
-            async def deliver(body: bytes, signature: str) -> None:
-                response = await http.post(
-                    webhook,
-                    content=body,
-                    headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature},
-                )
-                response.raise_for_status()
-
-            async def last_inbound(sender_id: str, wa_id: str) -> datetime | None:
-                async with db.read() as conn:
-                    return await contact_repo.last_inbound_seen(conn, sender_id, wa_id)
-
-            cloud_api = SandboxCloudApi(
-                deliver=deliver,
-                last_inbound=last_inbound,
-                clock=_now,
-                app_secret=settings.app_secret or SANDBOX_APP_SECRET,
-            )
-        else:
-            cloud_api = CloudApiClient(
-                http, token=settings.access_token or "", version=settings.graph_api_version
-            )
-        dispatcher = Dispatcher(
-            db, cloud_api, clock=_now, lease=timedelta(seconds=settings.lease_seconds)
-        )
+    tuning = Tuning()
+    async with graph_client(settings, tuning) as http:
+        # In sandbox mode the simulator posts its webhooks to the serving process over HTTP.
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+        deliver = http_deliver(http, f"http://{host}:{settings.port}/v1/whatsapp/webhook")
+        cloud_api = cloud_api_for(settings, db, http, deliver=deliver, tuning=tuning)
+        dispatcher = new_dispatcher(settings, db, cloud_api, tuning)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, dispatcher.stop)

@@ -11,6 +11,7 @@ from adapters.db.engine import Database
 from app.services.directory import SenderDirectory
 from app.services.dispatch import Dispatcher
 from app.services.keys import KeyCache
+from app.services.ratelimit import RateLimiter
 from app.services.sending import SendingService
 from app.settings import Settings
 
@@ -24,5 +25,6 @@ class Services:
     senders: SenderDirectory
     sending: SendingService
     webhook_secret: str | None
+    limiter: RateLimiter
     dispatcher: Dispatcher | None = None
     sandbox: SandboxCloudApi | None = None

@@ -121,6 +121,7 @@ class MessageRow(Base):
     correlation_id: Mapped[str] = mapped_column(String(128), index=True)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     valid_until: Mapped[datetime | None]
+    accepted_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -173,6 +174,29 @@ class OrphanStatusRow(Base):
     __table_args__ = (UniqueConstraint("wamid", "status"),)
 
 
+class IdempotencyKeyRow(Base):
+    """A completed send, replayed for the same (client, key) and body within 24 h."""
+
+    __tablename__ = "idempotency_keys"
+    client_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(40))
+    response_status: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class RateLimitRow(Base):
+    """GCRA state: the theoretical arrival time of the next request, Unix nanoseconds."""
+
+    __tablename__ = "rate_limits"
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tat_ns: Mapped[int] = mapped_column(BigInteger)
+
+
 class SandboxStateRow(Base):
     """Sandbox mode keeps its printed key here, so it stays the same across restarts."""
 
@@ -194,3 +218,5 @@ message_events = _table(MessageEventRow)
 inbound_messages = _table(InboundMessageRow)
 orphan_statuses = _table(OrphanStatusRow)
 sandbox_state = _table(SandboxStateRow)
+idempotency_keys = _table(IdempotencyKeyRow)
+rate_limits = _table(RateLimitRow)

@@ -22,7 +22,7 @@ from app.http.schemas import (
     SendTemplateRequest,
     StatusChangeOut,
 )
-from app.services.sending import SendRequest
+from app.services.sending import Accepted, IdempotencyClaim, SendRequest
 from domain import content
 from domain.model import ApiKey, Message, Scope
 from domain.phones import InvalidPhoneNumber, normalise_phone
@@ -31,6 +31,8 @@ from domain.status import MessageStatus, is_final
 _send_decoder = msgspec.json.Decoder(SendMessageRequest)
 _template_decoder = msgspec.json.Decoder(SendTemplateRequest)
 _encoder = msgspec.json.Encoder()
+
+MAX_IDEMPOTENCY_KEY = 255
 
 #: How soon a poller should look again, by status (seconds).
 POLL_AFTER = {
@@ -111,12 +113,48 @@ def _checked(build: Any, *args: Any, **kwargs: Any) -> Any:
         raise ApiError(422, "validation_failed", exc.detail, param=exc.param) from None
 
 
-def _accepted(message: Message) -> Response[MessageResource]:
-    return Response(
-        content=resource(message),
-        status_code=202,
-        headers={"Location": f"/v1/whatsapp/messages/{message.id}"},
-    )
+def render(message: Message) -> bytes:
+    return _encoder.encode(resource(message))
+
+
+def _accepted(accepted: Accepted) -> Response[MessageResource]:
+    headers = {"Location": f"/v1/whatsapp/messages/{accepted.message_id}"}
+    if accepted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    raw: Any = accepted.body  # pre-encoded: a replay answers with the bytes first sent
+    return Response(content=raw, status_code=202, headers=headers, media_type="application/json")
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        required=False,
+        description="1-255 printable ASCII characters. The same key and body within 24 h "
+        "returns the original 202 (Idempotent-Replayed: true); while the first request is "
+        "running, 409 idempotency_in_progress; a different body, 422 idempotency_key_reused.",
+    ),
+]
+
+
+async def idempotency_claim(
+    request: Request[Any, Any, Any], key: str | None
+) -> IdempotencyClaim | None:
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not all(" " <= c <= "~" for c in key):
+        raise ApiError(
+            422,
+            "validation_failed",
+            "Idempotency-Key must be 1-255 printable ASCII characters",
+            param="Idempotency-Key",
+        )
+    canonical = msgspec.json.encode(msgspec.json.decode(await request.body()), order="sorted")
+    digest = hashlib.sha256()
+    for part in (request.method.encode(), request.url.path.encode(), canonical):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return IdempotencyClaim(key=key, fingerprint=digest.hexdigest())
 
 
 class MessagesController(Controller):
@@ -129,7 +167,7 @@ class MessagesController(Controller):
         operation_id="sendMessage",
         summary="Send a free-form message",
         status_code=202,
-        opt={"scope": Scope.MESSAGES_SEND},
+        opt={"scope": Scope.MESSAGES_SEND, "rate": "send"},
         operation_class=json_body(SendMessageRequest, description="A free-form message"),
         responses=SEND_ERRORS,
     )
@@ -138,6 +176,7 @@ class MessagesController(Controller):
         request: Request[Any, Any, Any],
         services: NamedDependency[Services],
         api_key: NamedDependency[ApiKey],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[MessageResource]:
         """Text, reply buttons or media by link, inside the 24-hour customer service window.
 
@@ -165,9 +204,10 @@ class MessagesController(Controller):
         )
         reply_to = None if body.reply_to is None else _checked(content.reply_to, body.reply_to)
         metadata = _checked(content.metadata, body.metadata or {})
-        message = await services.sending.accept(
+        accepted = await services.sending.accept(
             SendRequest(
                 key=api_key,
+                idempotency=await idempotency_claim(request, idempotency_key),
                 route="POST /v1/whatsapp/messages",
                 sender_id=body.sender_id,
                 wa_id=wa_id,
@@ -177,13 +217,13 @@ class MessagesController(Controller):
                 correlation_id=correlation_of(request),
             )
         )
-        return _accepted(message)
+        return _accepted(accepted)
 
     @get(
         "/{message_id:str}",
         operation_id="getMessage",
         summary="Get a message's status",
-        opt={"scope": Scope.MESSAGES_READ},
+        opt={"scope": Scope.MESSAGES_READ, "rate": "read"},
         responses=READ_ERRORS,
     )
     async def status(
@@ -221,7 +261,7 @@ class TemplatesController(Controller):
         operation_id="sendTemplate",
         summary="Send a template message",
         status_code=202,
-        opt={"scope": Scope.TEMPLATES_SEND},
+        opt={"scope": Scope.TEMPLATES_SEND, "rate": "send"},
         operation_class=json_body(SendTemplateRequest, description="A template message"),
         responses={**COMMON_ERRORS, 422: _problem(422, "validation_failed or unknown_sender")},
     )
@@ -230,6 +270,7 @@ class TemplatesController(Controller):
         request: Request[Any, Any, Any],
         services: NamedDependency[Services],
         api_key: NamedDependency[ApiKey],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[MessageResource]:
         """An approved template, at any time (never window-checked). `components` is the Cloud
         API's own shape, passed through."""
@@ -242,9 +283,10 @@ class TemplatesController(Controller):
             components=body.template.components,
         )
         metadata = _checked(content.metadata, body.metadata or {})
-        message = await services.sending.accept(
+        accepted = await services.sending.accept(
             SendRequest(
                 key=api_key,
+                idempotency=await idempotency_claim(request, idempotency_key),
                 route="POST /v1/whatsapp/templates",
                 sender_id=body.sender_id,
                 wa_id=wa_id,
@@ -254,4 +296,4 @@ class TemplatesController(Controller):
                 correlation_id=correlation_of(request),
             )
         )
-        return _accepted(message)
+        return _accepted(accepted)

@@ -13,6 +13,8 @@ from app.ids import CORRELATION_ID, correlation_id
 
 _log = structlog.get_logger("wa_router.http")
 HEADER = b"x-correlation-id"
+#: Request-state key of headers (rate limits) to add to whatever response the request gets.
+RATE_LIMIT_HEADERS = "rate_limit_headers"
 
 
 def correlation_middleware(app: ASGIApp) -> ASGIApp:
@@ -23,7 +25,8 @@ def correlation_middleware(app: ASGIApp) -> ASGIApp:
         supplied = next((v for k, v in scope["headers"] if k == HEADER), None)
         text = supplied.decode("latin-1") if supplied is not None else ""
         cid = text if CORRELATION_ID.fullmatch(text) else correlation_id()
-        scope.setdefault("state", {})["correlation_id"] = cid
+        state = scope.setdefault("state", {})
+        state["correlation_id"] = cid
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(correlation_id=cid)
         started = time.perf_counter()
@@ -35,6 +38,14 @@ def correlation_middleware(app: ASGIApp) -> ASGIApp:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((HEADER, cid.encode()))
+                extra: dict[str, str] = state.get(RATE_LIMIT_HEADERS) or {}
+                if extra:
+                    present = {name.lower() for name, _ in headers}
+                    headers.extend(
+                        (name.lower().encode(), value.encode())
+                        for name, value in extra.items()
+                        if name.lower().encode() not in present
+                    )
                 message["headers"] = headers
             await send(message)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from adapters.cloud_api.payloads import message_payload
 from adapters.db import contacts as contact_repo
+from adapters.db import idempotency as idempotency_repo
 from adapters.db import messages as message_repo
 from adapters.db.engine import Database
 from app import ids
@@ -60,6 +61,33 @@ class SendRequest:
     reply_to: str | None
     metadata: Mapping[str, str]
     correlation_id: str
+    idempotency: IdempotencyClaim | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdempotencyClaim:
+    key: str
+    fingerprint: str  # SHA-256 of method, path and the canonical body
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accepted:
+    message_id: str
+    body: bytes  # the 202 body, as first sent
+    replayed: bool
+
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
+
+def in_progress() -> ApiError:
+    return ApiError(
+        409,
+        "idempotency_in_progress",
+        "a request with this Idempotency-Key is still being processed; retry shortly",
+        param="Idempotency-Key",
+        headers={"Retry-After": "1"},
+    )
 
 
 class SendingService:
@@ -69,15 +97,33 @@ class SendingService:
         *,
         senders: SenderDirectory,
         clock: Callable[[], datetime],
+        render: Callable[[Message], bytes],
         on_accepted: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
         self._senders = senders
         self._clock = clock
+        self._render = render
         self._on_accepted = on_accepted
+        self._inflight: set[tuple[str, str]] = set()
 
-    async def accept(self, request: SendRequest) -> Message:
+    async def accept(self, request: SendRequest) -> Accepted:
+        """Decide and store a send. With an Idempotency-Key the claim, the message and the
+        stored response commit in one transaction; a concurrent duplicate gets 409."""
         sender_id = await self._senders.resolve(request.key, request.sender_id)
+        claim = request.idempotency
+        slot = None if claim is None else (request.key.client_id, claim.key)
+        if slot is not None:
+            if slot in self._inflight:
+                raise in_progress()
+            self._inflight.add(slot)
+        try:
+            return await self._accept(request, sender_id)
+        finally:
+            if slot is not None:
+                self._inflight.discard(slot)
+
+    async def _accept(self, request: SendRequest, sender_id: str) -> Accepted:
         now = self._clock()
         message_id = ids.message_id()
         payload = message_payload(
@@ -94,43 +140,112 @@ class SendingService:
             "kind": str(request.content.kind),
             "summary": summary(request.content),
         }
+        if request.idempotency is not None:
+            request_detail["idempotency_key"] = request.idempotency.key[:255]
+        claim = request.idempotency
+        refusal: WindowClosed | None = None
         async with self._db.write() as conn:
+            if claim is not None:
+                client_id = request.key.client_id
+                if not await idempotency_repo.try_lock(conn, client_id, claim.key):
+                    raise in_progress()
+                stored = await idempotency_repo.find(conn, client_id, claim.key, now=now)
+                if stored is not None:
+                    if stored.fingerprint != claim.fingerprint:
+                        raise ApiError(
+                            422,
+                            "idempotency_key_reused",
+                            "this Idempotency-Key was used for a different request",
+                            param="Idempotency-Key",
+                        )
+                    return Accepted(
+                        message_id=stored.message_id, body=stored.body.encode(), replayed=True
+                    )
             if request.content.kind is not MessageKind.TEMPLATE:
                 state = await contact_repo.window_state(conn, sender_id, request.wa_id)
                 decision = decide_send(state, now)
                 if isinstance(decision, WindowClosed):
-                    raise outside_window(decision)
-                request_detail["window"] = {
-                    "open": True,
-                    "last_inbound_at": _rfc3339(decision.last_inbound_at),
-                }
-            await message_repo.insert_message(
-                conn,
-                message_id=message_id,
-                client_id=request.key.client_id,
-                sender_id=sender_id,
-                wa_id=request.wa_id,
-                kind=request.content.kind,
-                payload=payload,
-                correlation_id=request.correlation_id,
-                metadata=request.metadata,
-                now=now,
-                request_detail=request_detail,
-            )
+                    refusal = decision
+                else:
+                    request_detail["window"] = {
+                        "open": True,
+                        "last_inbound_at": _rfc3339(decision.last_inbound_at),
+                    }
+            if refusal is None:
+                message = Message(
+                    id=message_id,
+                    client_id=request.key.client_id,
+                    sender_id=sender_id,
+                    wa_id=request.wa_id,
+                    kind=request.content.kind,
+                    status=MessageStatus.QUEUED,
+                    correlation_id=request.correlation_id,
+                    created_at=now,
+                    updated_at=now,
+                    metadata=dict(request.metadata),
+                    history=(StatusChange(status=MessageStatus.QUEUED, at=now),),
+                )
+                body = self._render(message)
+                await message_repo.insert_message(
+                    conn,
+                    message_id=message_id,
+                    client_id=request.key.client_id,
+                    sender_id=sender_id,
+                    wa_id=request.wa_id,
+                    kind=request.content.kind,
+                    payload=payload,
+                    correlation_id=request.correlation_id,
+                    metadata=request.metadata,
+                    now=now,
+                    request_detail=request_detail,
+                )
+                if claim is not None:
+                    await idempotency_repo.store(
+                        conn,
+                        client_id=request.key.client_id,
+                        key=claim.key,
+                        response=idempotency_repo.StoredResponse(
+                            fingerprint=claim.fingerprint,
+                            message_id=message_id,
+                            status=202,
+                            body=body.decode(),
+                        ),
+                        now=now,
+                        expires_at=now + IDEMPOTENCY_TTL,
+                    )
+        if refusal is not None:
+            await self._record_refusal(request, refusal, request_detail, now)
+            raise outside_window(refusal)
         self._on_accepted()
-        return Message(
-            id=message_id,
-            client_id=request.key.client_id,
-            sender_id=sender_id,
-            wa_id=request.wa_id,
-            kind=request.content.kind,
-            status=MessageStatus.QUEUED,
-            correlation_id=request.correlation_id,
-            created_at=now,
-            updated_at=now,
-            metadata=dict(request.metadata),
-            history=(StatusChange(status=MessageStatus.QUEUED, at=now),),
-        )
+        return Accepted(message_id=message_id, body=body, replayed=False)
+
+    async def _record_refusal(
+        self,
+        request: SendRequest,
+        decision: WindowClosed,
+        detail: dict[str, object],
+        now: datetime,
+    ) -> None:
+        """Keep the window decision for the support trace (no message is stored)."""
+        detail = {
+            **detail,
+            "status_code": 422,
+            "code": "outside_service_window",
+            "window": {
+                "open": False,
+                "last_inbound_at": _rfc3339(decision.last_inbound_at),
+                "window_closed_at": _rfc3339(decision.window_closed_at),
+            },
+        }
+        async with self._db.write() as conn:
+            await message_repo.add_event(
+                conn,
+                message_id=None,
+                correlation_id=request.correlation_id,
+                at=now,
+                kind=message_repo.EventKind.REQUEST,
+                detail=detail,
+            )
 
     async def get(self, message_id: str, *, key: ApiKey) -> Message:
         async with self._db.read() as conn:

@@ -17,6 +17,7 @@ from adapters.db import keys as key_repo
 from adapters.db.tables import messages
 from app.container import Services
 from app.main import create_app
+from app.runtime import Tuning
 from app.services.keys import create_key
 from app.settings import Settings
 from domain.model import ALL_SCOPES, Scope, Sender
@@ -149,10 +150,12 @@ async def router(tmp_path: Path) -> AsyncIterator[Router]:
     graph = FakeGraph()
     app = create_app(
         router_settings(tmp_path),
-        graph_transport=graph.transport(),
-        retry_policy=FAST_RETRIES,
-        idle_poll=0.02,
-        key_cache_ttl=0.2,
+        tuning=Tuning(
+            graph_transport=graph.transport(),
+            retry_policy=FAST_RETRIES,
+            idle_poll=0.02,
+            key_cache_ttl=0.2,
+        ),
         configure_logs=False,
     )
     async with client_for(app) as client:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from adapters.cloud_api.sandbox import SANDBOX_SENDER_ID
 from adapters.db.tables import sandbox_state
 from app.main import create_app
+from app.runtime import Tuning
 from tests.asgi import client_for
 from tests.e2e.conftest import router_settings
 from tests.e2e.test_bad_input import assert_problem
@@ -29,7 +30,9 @@ async def _sandbox_key(app: object) -> str:
 def sandbox_app(tmp_path: Path) -> object:
     settings = router_settings(tmp_path, access_token=None, app_secret=None)
     return create_app(
-        settings, idle_poll=0.02, sandbox_delays=(0.01, 0.02, 0.03), configure_logs=False
+        settings,
+        tuning=Tuning(idle_poll=0.02, sandbox_delays=(0.01, 0.02, 0.03)),
+        configure_logs=False,
     )
 
 

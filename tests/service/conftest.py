@@ -10,6 +10,7 @@ import pytest
 from adapters.cloud_api.client import CloudApiClient
 from adapters.db import keys as key_repo
 from adapters.db.engine import Database
+from app.http.messages import render
 from app.services.directory import SenderDirectory
 from app.services.dispatch import Dispatcher
 from app.services.keys import create_key
@@ -41,7 +42,7 @@ class World:
             await contact_repo.move_last_inbound(conn, SENDER, wa_id, self.clock.now)
 
     async def send_text(self, text: str = "hello", wa_id: str = CUSTOMER) -> Message:
-        return await self.sending.accept(
+        accepted = await self.sending.accept(
             SendRequest(
                 key=self.key,
                 route="test",
@@ -53,6 +54,7 @@ class World:
                 correlation_id="req_test",
             )
         )
+        return await self.message(accepted.message_id)
 
     async def message(self, message_id: str) -> Message:
         return await self.sending.get(message_id, key=self.key)
@@ -82,7 +84,7 @@ async def world(db: Database) -> AsyncIterator[World]:
             db=db,
             graph=graph,
             clock=clock,
-            sending=SendingService(db, senders=SenderDirectory(db), clock=clock),
+            sending=SendingService(db, senders=SenderDirectory(db), clock=clock, render=render),
             dispatcher=Dispatcher(
                 db, cloud, clock=clock, policy=POLICY, rand=lambda: 1.0, owner="test-dispatcher"
             ),

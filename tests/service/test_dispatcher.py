@@ -154,7 +154,7 @@ async def test_templates_go_out_with_the_window_closed(world: World) -> None:
     from app.services.sending import SendRequest
     from domain import content
 
-    message = await world.sending.accept(
+    accepted = await world.sending.accept(
         SendRequest(
             key=world.key,
             route="test",
@@ -169,7 +169,7 @@ async def test_templates_go_out_with_the_window_closed(world: World) -> None:
 
     await world.dispatcher.run_once()
 
-    assert (await world.message(message.id)).status is MessageStatus.ACCEPTED
+    assert (await world.message(accepted.message_id)).status is MessageStatus.ACCEPTED
     assert world.graph.requests[0].body["type"] == "template"
 
 

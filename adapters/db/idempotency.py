@@ -1,0 +1,77 @@
+"""Stored outcomes of requests sent with an Idempotency-Key (2xx only), kept 24 hours."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.db.tables import idempotency_keys as keys
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredResponse:
+    fingerprint: str
+    message_id: str
+    status: int
+    body: str
+
+
+async def try_lock(conn: AsyncConnection, client_id: str, key: str) -> bool:
+    """PostgreSQL: take a transaction-scoped advisory lock on (client, key), without waiting;
+    False means another replica is processing the same key right now. SQLite has one writer
+    (the caller serialises in-process), so the answer there is always True."""
+    if conn.dialect.name != "postgresql":
+        return True
+    locked = await conn.scalar(
+        select(func.pg_try_advisory_xact_lock(func.hashtextextended(client_id + "\x1f" + key, 0)))
+    )
+    return bool(locked)
+
+
+async def find(
+    conn: AsyncConnection, client_id: str, key: str, *, now: datetime
+) -> StoredResponse | None:
+    row = (
+        await conn.execute(
+            select(keys.c.fingerprint, keys.c.message_id, keys.c.response_status,
+                   keys.c.response_body)
+            .where(keys.c.client_id == client_id, keys.c.key == key, keys.c.expires_at > now)
+        )
+    ).first()
+    if row is None:
+        return None
+    return StoredResponse(fingerprint=row.fingerprint, message_id=row.message_id,
+                          status=row.response_status, body=row.response_body)
+
+
+async def store(
+    conn: AsyncConnection,
+    *,
+    client_id: str,
+    key: str,
+    response: StoredResponse,
+    now: datetime,
+    expires_at: datetime,
+) -> None:
+    # An expired record of the same key may still be there (the sweep runs periodically).
+    await conn.execute(delete(keys).where(keys.c.client_id == client_id, keys.c.key == key))
+    await conn.execute(
+        keys.insert().values(
+            client_id=client_id,
+            key=key,
+            fingerprint=response.fingerprint,
+            message_id=response.message_id,
+            response_status=response.status,
+            response_body=response.body,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+
+
+async def sweep(conn: AsyncConnection, *, now: datetime) -> int:
+    result = await conn.execute(delete(keys).where(keys.c.expires_at <= now))
+    return int(result.rowcount or 0)
