@@ -65,5 +65,6 @@ def create_app(
         },
         openapi_config=openapi_config(),
         request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # app/logs.py configures logging once
         debug=False,
     )

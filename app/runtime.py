@@ -25,7 +25,7 @@ from app.services.dispatch import Dispatcher
 from app.services.janitor import Janitor
 from app.services.keys import KEY_CACHE_TTL_SECONDS, KeyCache
 from app.services.ratelimit import Limits, RateLimiter
-from app.services.sandbox import ensure_sandbox
+from app.services.sandbox import ensure_sandbox, retire_sandbox
 from app.services.sending import SendingService
 from app.settings import Settings, WorkerMode
 from domain.model import Message
@@ -165,6 +165,8 @@ async def serving(
     )
     if services.sandbox is not None:
         await ensure_sandbox(services)
+    else:
+        await retire_sandbox(services)
     janitor = Janitor(db, clock=tuning.clock, every_seconds=tuning.janitor_every)
     tasks = [asyncio.create_task(janitor.run())]
     if dispatcher is not None:

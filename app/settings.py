@@ -103,6 +103,9 @@ _FIELDS = {name.upper(): name for name in Settings.__struct_fields__}
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read ``WA_ROUTER_*`` from ``environ`` (default: the process environment)."""
     env = os.environ if environ is None else environ
+    if env.get(PREFIX + "ACCESS_TOKEN") == "":
+        # An empty token is a failed secret injection, not a request for the sandbox.
+        raise SettingsError(f"{PREFIX}ACCESS_TOKEN is set but empty; unset it to run the sandbox")
     raw: dict[str, str] = {}
     for key, value in env.items():
         if key.startswith(PREFIX) and key[len(PREFIX) :] in _FIELDS and value != "":

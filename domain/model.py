@@ -96,3 +96,4 @@ class OutboundJob:
     attempts: int
     created_at: datetime
     correlation_id: str
+    lease_owner: str  # the dispatcher holding it; every outcome is recorded only by this owner

@@ -13,6 +13,9 @@ class RetryPolicy:
     max_attempts: int = 12
     max_age: timedelta = timedelta(hours=6)
     sender_pause: timedelta = timedelta(minutes=15)
+    #: After an attempt that may have reached Meta (a timeout once the request was sent), wait
+    #: this long for a status webhook carrying our id before sending again.
+    reconcile_after: timedelta = timedelta(minutes=2)
 
     def delay(self, attempts: int, rand: float) -> timedelta:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempts-1))]; ``rand`` in [0, 1)."""

@@ -101,6 +101,8 @@ class CloudApiClient:
             raise CloudApiUnavailable(f"timeout: {type(exc).__name__}", maybe_sent=True) from exc
         except httpx.TransportError as exc:
             raise CloudApiUnavailable(f"transport: {type(exc).__name__}", maybe_sent=True) from exc
+        except httpx.HTTPError as exc:  # decoding, redirects …: the request went out
+            raise CloudApiUnavailable(f"http: {type(exc).__name__}", maybe_sent=True) from exc
         if response.status_code != httpx.codes.OK:
             raise status_error(response)
         try:

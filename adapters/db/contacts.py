@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -69,11 +69,26 @@ async def mark_window_closed(
     conn: AsyncConnection, sender_id: str, wa_id: str, at: datetime
 ) -> None:
     """Meta refused a free-form message (131047): its view of the window wins until the customer
-    writes again."""
+    writes again. ``at`` is when Meta refused; a refusal older than the customer's last message
+    (a late or redelivered webhook) changes nothing, and the later of two refusals is kept."""
     stmt = _insert(conn, contacts).values(sender_id=sender_id, wa_id=wa_id, window_closed_at=at)
+    refused_at = stmt.excluded.window_closed_at
+    current = contacts.c.window_closed_at
     stmt = stmt.on_conflict_do_update(
         index_elements=[contacts.c.sender_id, contacts.c.wa_id],
-        set_={"window_closed_at": stmt.excluded.window_closed_at},
+        set_={
+            "window_closed_at": case(
+                (
+                    and_(
+                        or_(contacts.c.last_inbound_at.is_(None),
+                            contacts.c.last_inbound_at <= refused_at),
+                        or_(current.is_(None), current < refused_at),
+                    ),
+                    refused_at,
+                ),
+                else_=current,
+            )
+        },
     )
     await conn.execute(stmt)
 

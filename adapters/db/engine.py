@@ -27,6 +27,7 @@ def _sqlite_engine(url: str, *, writer: bool) -> AsyncEngine:
         max_overflow=0,
         pool_timeout=60,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        hide_parameters=True,  # errors must not carry message bodies or numbers into logs
     )
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -63,7 +64,12 @@ class Database:
         else:
             connect_args = {"server_settings": {"search_path": schema}} if schema else {}
             self._writer = self._reader = create_async_engine(
-                url, pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args=connect_args
+                url,
+                pool_size=10,
+                max_overflow=10,
+                pool_pre_ping=True,
+                connect_args=connect_args,
+                hide_parameters=True,
             )
 
     @property

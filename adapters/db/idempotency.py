@@ -36,15 +36,19 @@ async def find(
 ) -> StoredResponse | None:
     row = (
         await conn.execute(
-            select(keys.c.fingerprint, keys.c.message_id, keys.c.response_status,
-                   keys.c.response_body)
-            .where(keys.c.client_id == client_id, keys.c.key == key, keys.c.expires_at > now)
+            select(
+                keys.c.fingerprint, keys.c.message_id, keys.c.response_status, keys.c.response_body
+            ).where(keys.c.client_id == client_id, keys.c.key == key, keys.c.expires_at > now)
         )
     ).first()
     if row is None:
         return None
-    return StoredResponse(fingerprint=row.fingerprint, message_id=row.message_id,
-                          status=row.response_status, body=row.response_body)
+    return StoredResponse(
+        fingerprint=row.fingerprint,
+        message_id=row.message_id,
+        status=row.response_status,
+        body=row.response_body,
+    )
 
 
 async def store(

@@ -214,11 +214,17 @@ async def claim_due(
             attempts=r.attempts,
             created_at=r.created_at,
             correlation_id=r.correlation_id,
+            lease_owner=owner,
         )
         for r in rows
     ]
     jobs.sort(key=lambda job: job.id)
     return jobs
+
+
+def _held(job: OutboundJob) -> tuple[ColumnElement[bool], ...]:
+    """Fencing: only the dispatcher that still holds the lease records the outcome."""
+    return (messages.c.id == job.id, messages.c.lease_owner == job.lease_owner)
 
 
 def _release(now: datetime) -> dict[str, Any]:
@@ -239,7 +245,7 @@ async def record_accepted(
     attempt: Mapping[str, Any],
 ) -> bool:
     """Store the wamid; ``queued`` becomes ``accepted`` unless a webhook already moved it on.
-    Returns True if the status changed."""
+    Returns False if this dispatcher no longer held the lease (nothing is recorded then)."""
     await add_event(
         conn,
         message_id=job.id,
@@ -250,8 +256,8 @@ async def record_accepted(
     )
     result = await conn.execute(
         update(messages)
-        .where(messages.c.id == job.id, messages.c.status == str(MessageStatus.QUEUED))
-        .values(status=str(MessageStatus.ACCEPTED), wamid=wamid, **_release(now))
+        .where(*_held(job), messages.c.status == str(MessageStatus.QUEUED))
+        .values(status=str(MessageStatus.ACCEPTED), wamid=wamid, accepted_at=now, **_release(now))
     )
     if result.rowcount:
         await add_event(
@@ -265,10 +271,14 @@ async def record_accepted(
             detail={"source": "cloud_api", "wamid": wamid},
         )
         return True
-    await conn.execute(
-        update(messages).where(messages.c.id == job.id).values(wamid=wamid, **_release(now))
+    # A status webhook moved it on first (found through our callback data): keep the wamid it
+    # may already have stored.
+    result = await conn.execute(
+        update(messages)
+        .where(*_held(job))
+        .values(wamid=func.coalesce(messages.c.wamid, wamid), accepted_at=now, **_release(now))
     )
-    return False
+    return bool(result.rowcount)
 
 
 async def record_retry(
@@ -279,7 +289,7 @@ async def record_retry(
     now: datetime,
     attempt: Mapping[str, Any],
     count_attempt: bool = True,
-) -> None:
+) -> bool:
     await add_event(
         conn,
         message_id=job.id,
@@ -291,11 +301,10 @@ async def record_retry(
     values = _release(now)
     if not count_attempt:
         values.pop("attempts")
-    await conn.execute(
-        update(messages)
-        .where(messages.c.id == job.id, messages.c.status == str(MessageStatus.QUEUED))
-        .values(next_attempt_at=next_attempt_at, **values)
+    result = await conn.execute(
+        update(messages).where(*_held(job)).values(next_attempt_at=next_attempt_at, **values)
     )
+    return bool(result.rowcount)
 
 
 async def record_failed(
@@ -305,7 +314,7 @@ async def record_failed(
     error: MessageError,
     now: datetime,
     attempt: Mapping[str, Any] | None,
-) -> None:
+) -> bool:
     """Fail a message that never got a wamid (the router or the synchronous API refused it)."""
     if attempt is not None:
         await add_event(
@@ -321,7 +330,7 @@ async def record_failed(
         values.pop("attempts")
     result = await conn.execute(
         update(messages)
-        .where(messages.c.id == job.id, messages.c.status == str(MessageStatus.QUEUED))
+        .where(*_held(job), messages.c.status == str(MessageStatus.QUEUED))
         .values(
             status=str(MessageStatus.FAILED),
             error_code=str(error.code),
@@ -342,15 +351,11 @@ async def record_failed(
             applied=True,
             detail={"source": str(error.source), "code": error.code},
         )
-
-
-async def queued_depth(conn: AsyncConnection) -> int:
-    count = await conn.scalar(
-        select(func.count())
-        .select_from(messages)
-        .where(messages.c.status == str(MessageStatus.QUEUED))
+        return True
+    result = await conn.execute(
+        update(messages).where(*_held(job)).values(lease_owner=None, lease_expires_at=None)
     )
-    return int(count or 0)
+    return bool(result.rowcount)
 
 
 async def status_of_wamid(conn: AsyncConnection, wamid: str) -> Row[Any, Any, Any, Any, Any] | None:

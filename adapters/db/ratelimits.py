@@ -39,16 +39,13 @@ async def spend(
         for verdict in verdicts:
             await conn.execute(
                 update(rate_limits)
-                .where(rate_limits.c.subject == subject,
-                       rate_limits.c.bucket == verdict.quota.name)
+                .where(rate_limits.c.subject == subject, rate_limits.c.bucket == verdict.quota.name)
                 .values(tat_ns=verdict.tat_ns)
             )
     return verdicts
 
 
-async def look(
-    conn: AsyncConnection, subject: str, quota: Quota, *, now_ns: int
-) -> Verdict:
+async def look(conn: AsyncConnection, subject: str, quota: Quota, *, now_ns: int) -> Verdict:
     """What one more request would meet, without spending anything."""
     stored = await _stored(conn, subject, [quota.name], lock=False)
     return gcra(stored.get(quota.name), now_ns, quota)

@@ -27,8 +27,9 @@ def correlation_middleware(app: ASGIApp) -> ASGIApp:
         cid = text if CORRELATION_ID.fullmatch(text) else correlation_id()
         state = scope.setdefault("state", {})
         state["correlation_id"] = cid
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(correlation_id=cid)
+        # Bound with tokens and reset afterwards (not cleared): a request made in-process from
+        # inside another one (the sandbox posting its webhooks) leaves the outer one's id intact.
+        tokens = structlog.contextvars.bind_contextvars(correlation_id=cid)
         started = time.perf_counter()
         status = 500
 
@@ -59,6 +60,6 @@ def correlation_middleware(app: ASGIApp) -> ASGIApp:
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
-            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.reset_contextvars(**tokens)
 
     return middleware

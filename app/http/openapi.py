@@ -19,7 +19,6 @@ from litestar.openapi.spec import (
     Server,
     Tag,
 )
-from litestar.openapi.spec.base import BaseSchemaObject
 
 SECURITY: list[SecurityRequirement] = [{"BearerAuth": []}, {"ApiKeyHeader": []}]
 
@@ -88,7 +87,3 @@ def openapi_config() -> OpenAPIConfig:
         path="/schema",
         create_examples=False,
     )
-
-
-def to_dict(schema: BaseSchemaObject) -> dict[str, Any]:
-    return schema.to_schema()

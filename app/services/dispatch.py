@@ -1,5 +1,9 @@
 """The dispatcher: claims due messages with a lease, sends them through the Cloud API port,
-records every attempt, and decides retry / fail / pause from Meta's error code."""
+records every attempt, and decides retry / fail / pause from Meta's error code.
+
+Leases are fenced: an outcome is recorded only while this dispatcher still holds the lease, and
+every attempt ends (deadline) well before the lease would expire, so a slow Meta cannot make a
+second dispatcher send the same message."""
 
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ WINDOW_CLOSED_BEFORE_SEND = MessageError(
     "send a template instead",
     source=ErrorSource.ROUTER,
 )
+#: Share of the lease an attempt may use, counted from the claim.
+ATTEMPT_SHARE_OF_LEASE = 0.75
 
 
 def default_owner() -> str:
@@ -54,7 +60,6 @@ class Dispatcher:
         policy: RetryPolicy | None = None,
         owner: str | None = None,
         lease: timedelta = timedelta(seconds=30),
-        batch_size: int = 64,
         concurrency: int = 32,
         idle_poll: float = 0.5,
         rand: Callable[[], float] = random.random,
@@ -65,8 +70,7 @@ class Dispatcher:
         self._policy = policy or RetryPolicy()
         self.owner = owner or default_owner()
         self._lease = lease
-        self._batch_size = batch_size
-        self._gate = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._idle_poll = idle_poll
         self._rand = rand
         self._wakeup = asyncio.Event()
@@ -86,19 +90,20 @@ class Dispatcher:
         while not self._stopping.is_set():
             self.heartbeat = self._clock()
             try:
-                sent = await self.run_once()
+                claimed = await self.run_once()
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
                 _log.error("dispatch_loop_error", error=repr(exc))
-                sent = 0
+                claimed = 0
                 await asyncio.sleep(1.0)
-            if sent == 0 and not self._stopping.is_set():
+            if claimed == 0 and not self._stopping.is_set():
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._idle_poll)
         _log.info("dispatcher_stopped", owner=self.owner)
 
     async def run_once(self) -> int:
-        """Claim one batch of due messages and send them; returns how many were claimed."""
+        """Claim as many due messages as can be sent at once, send them; returns how many were
+        claimed (a claimed message never waits for a free slot while its lease runs)."""
         now = self._clock()
         async with self._db.read() as conn:
             if not await message_repo.any_due(conn, now=now):
@@ -109,19 +114,49 @@ class Dispatcher:
                 owner=self.owner,
                 now=now,
                 lease=self._lease,
-                limit=self._batch_size,
+                limit=self._concurrency,
                 skip_locked=not self._db.is_sqlite,
             )
+        deadline = asyncio.get_running_loop().time() + (
+            self._lease.total_seconds() * ATTEMPT_SHARE_OF_LEASE
+        )
         if jobs:
-            await asyncio.gather(*(self._guarded(job) for job in jobs))
+            await asyncio.gather(*(self._guarded(job, deadline) for job in jobs))
         return len(jobs)
 
-    async def _guarded(self, job: OutboundJob) -> None:
-        async with self._gate:
-            with structlog.contextvars.bound_contextvars(
-                correlation_id=job.correlation_id, message_id=job.id, sender_id=job.sender_id
-            ):
-                await self._dispatch(job)
+    async def _guarded(self, job: OutboundJob, deadline: float) -> None:
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=job.correlation_id, message_id=job.id, sender_id=job.sender_id
+        ):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._dispatch(job)
+            except TimeoutError:
+                await self._on_unavailable(
+                    job, CloudApiUnavailable("attempt deadline", maybe_sent=True), latency=0.0
+                )
+            except Exception as exc:  # noqa: BLE001 - one bad job must not stall the others
+                _log.error("dispatch_error", error=repr(exc))
+                await self._record_crash(job, exc)
+
+    async def _record_crash(self, job: OutboundJob, exc: Exception) -> None:
+        """Count the failed attempt, so a message that always crashes us ends ``failed``."""
+        error = MessageError(
+            code="router_error",
+            title="Dispatch failed",
+            detail=type(exc).__name__,
+            source=ErrorSource.ROUTER,
+        )
+        try:
+            await self._retry_or_give_up(
+                job,
+                error,
+                {"outcome": "error", "error": type(exc).__name__},
+                now=self._clock(),
+                ambiguous=True,
+            )
+        except Exception as again:  # noqa: BLE001 - its lease expires and it is claimed again
+            _log.error("dispatch_error_unrecorded", error=repr(again))
 
     async def _dispatch(self, job: OutboundJob) -> None:
         now = self._clock()
@@ -137,41 +172,36 @@ class Dispatcher:
                 return
         started = time.perf_counter()
         try:
-            # An attempt must end well inside its lease, or a second dispatcher could claim the
-            # message while this one still waits for Meta.
-            async with asyncio.timeout(self._lease.total_seconds() * 0.75):
-                result = await self._cloud_api.send(job.sender_id, job.payload)
-        except TimeoutError:
-            await self._on_unavailable(
-                job,
-                CloudApiUnavailable("attempt deadline", maybe_sent=True),
-                latency=time.perf_counter() - started,
-            )
+            result = await self._cloud_api.send(job.sender_id, job.payload)
         except CloudApiStatusError as exc:
             await self._on_status_error(job, exc, latency=time.perf_counter() - started)
+            return
         except CloudApiUnavailable as exc:
             await self._on_unavailable(job, exc, latency=time.perf_counter() - started)
-        else:
-            latency_ms = round((time.perf_counter() - started) * 1000, 1)
-            now = self._clock()
-            attempt = {
-                "outcome": "accepted",
-                "http_status": 200,
-                "wamid": result.wamid,
-                "latency_ms": latency_ms,
-            }
-            async with self._db.write() as conn:
-                await message_repo.record_accepted(
-                    conn, job, wamid=result.wamid, now=now, attempt=attempt
-                )
-                await apply_parked(conn, wamid=result.wamid, now=now)
-            _log.info(
-                "dispatch",
-                outcome="accepted",
-                wamid=result.wamid,
-                latency_ms=latency_ms,
-                attempts=job.attempts + 1,
+            return
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        now = self._clock()
+        attempt = {
+            "outcome": "accepted",
+            "http_status": 200,
+            "wamid": result.wamid,
+            "latency_ms": latency_ms,
+        }
+        async with self._db.write() as conn:
+            held = await message_repo.record_accepted(
+                conn, job, wamid=result.wamid, now=now, attempt=attempt
             )
+            await apply_parked(conn, wamid=result.wamid, now=now)
+        if not held:
+            _log.warning("dispatch_lease_lost", wamid=result.wamid)
+            return
+        _log.info(
+            "dispatch",
+            outcome="accepted",
+            wamid=result.wamid,
+            latency_ms=latency_ms,
+            attempts=job.attempts + 1,
+        )
 
     async def _on_status_error(
         self, job: OutboundJob, exc: CloudApiStatusError, *, latency: float
@@ -235,10 +265,18 @@ class Dispatcher:
             detail=exc.reason,
             source=ErrorSource.ROUTER,
         )
-        await self._retry_or_give_up(job, error, attempt, now=self._clock())
+        await self._retry_or_give_up(
+            job, error, attempt, now=self._clock(), ambiguous=exc.maybe_sent
+        )
 
     async def _retry_or_give_up(
-        self, job: OutboundJob, error: MessageError, attempt: dict[str, Any], *, now: datetime
+        self,
+        job: OutboundJob,
+        error: MessageError,
+        attempt: dict[str, Any],
+        *,
+        now: datetime,
+        ambiguous: bool = False,
     ) -> None:
         attempts = job.attempts + 1
         if self._policy.gives_up(attempts=attempts, created_at=job.created_at, now=now):
@@ -253,8 +291,13 @@ class Dispatcher:
                 reason="retries exhausted",
             )
             return
-        next_at = now + self._policy.delay(attempts, self._rand())
-        attempt["outcome"] = "retry"
+        delay = self._policy.delay(attempts, self._rand())
+        if ambiguous:
+            # Meta may have accepted it: give its status webhook (which carries our id) time to
+            # arrive before sending again, rather than risk a duplicate.
+            delay = max(delay, self._policy.reconcile_after)
+        next_at = now + delay
+        attempt["outcome"] = "unknown" if ambiguous else "retry"
         attempt["next_attempt_at"] = next_at.isoformat()
         async with self._db.write() as conn:
             await message_repo.record_retry(
@@ -262,7 +305,7 @@ class Dispatcher:
             )
         _log.info(
             "dispatch",
-            outcome="retry",
+            outcome=attempt["outcome"],
             code=error.code,
             attempts=attempts,
             next_attempt_at=next_at.isoformat(),

@@ -69,7 +69,9 @@ async def apply_status(
             error=error_from_webhook(error) if new is MessageStatus.FAILED else None,
         )
     if incoming is MessageStatus.FAILED and error and error.get("code") == RE_ENGAGEMENT:
-        await contact_repo.mark_window_closed(conn, sender_id, wa_id, now)
+        # Meta's own time of the refusal: a late redelivery cannot close a window the customer
+        # has reopened since.
+        await contact_repo.mark_window_closed(conn, sender_id, wa_id, at)
     return new
 
 

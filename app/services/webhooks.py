@@ -10,11 +10,17 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.cloud_api.webhooks import Status, WebhookPayload, meta_time
+from adapters.cloud_api.webhooks import (
+    Contact,
+    InboundMessage,
+    Status,
+    WebhookPayload,
+    meta_time,
+)
 from adapters.db import contacts as contact_repo
 from adapters.db import messages as message_repo
 from adapters.db.engine import Database
-from app.services.statuses import apply_status
+from app.services.statuses import apply_parked, apply_status
 from domain.status import WEBHOOK_STATUSES, MessageStatus
 
 _log = structlog.get_logger("wa_router.webhook")
@@ -37,9 +43,16 @@ class IngestReport:
     statuses_late: int = 0
     statuses_parked: int = 0
     ignored: int = 0
+    skipped: int = 0
 
     def as_log(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+def _fits(value: str | None, limit: int, what: str) -> str | None:
+    if value is not None and len(value) > limit:
+        raise BadWebhook(f"{what} is longer than {limit} characters")
+    return value
 
 
 def _time(timestamp: str) -> datetime:
@@ -50,6 +63,9 @@ def _time(timestamp: str) -> datetime:
 
 
 async def ingest(db: Database, payload: WebhookPayload, *, now: datetime) -> IngestReport:
+    """Store every item of the batch in one transaction. An item we cannot read (a bad
+    timestamp, say) is skipped and logged: refusing the batch would make Meta redeliver it for
+    seven days and lose the good items with it."""
     report = IngestReport()
     async with db.write() as conn:
         for entry in payload.entry:
@@ -60,35 +76,60 @@ async def ingest(db: Database, payload: WebhookPayload, *, now: datetime) -> Ing
                     continue
                 sender_id = value.metadata.phone_number_id if value.metadata else ""
                 if not sender_id:
-                    raise BadWebhook("a messages change without metadata.phone_number_id")
+                    _log.warning("webhook_item_skipped", reason="no metadata.phone_number_id")
+                    report.skipped += 1
+                    continue
                 contact = value.contacts[0] if value.contacts else None
                 for message in value.messages:
-                    wa_id = message.from_ or (contact.wa_id if contact else None)
-                    user_id = message.from_user_id or (contact.user_id if contact else None)
-                    at = _time(message.timestamp)
-                    new = await contact_repo.record_inbound(
-                        conn,
-                        wamid=message.id,
-                        sender_id=sender_id,
-                        wa_id=wa_id,
-                        user_id=user_id,
-                        type_=message.type[:32],
-                        sent_at=at,
-                        now=now,
-                    )
-                    if not new:
-                        report.duplicates += 1
-                        continue
-                    report.inbound += 1
-                    if wa_id and message.type not in NOT_CUSTOMER_MESSAGES:
-                        await contact_repo.move_last_inbound(conn, sender_id, wa_id, at)
+                    try:
+                        await _inbound(conn, sender_id, message, contact, now=now, report=report)
+                    except BadWebhook as exc:
+                        _log.warning(
+                            "webhook_item_skipped", wamid=message.id[:200], reason=str(exc)
+                        )
+                        report.skipped += 1
                 for status in value.statuses:
-                    await _status(conn, sender_id, status, now=now, report=report)
+                    try:
+                        await _status(conn, sender_id, status, now=now, report=report)
+                    except BadWebhook as exc:
+                        _log.warning("webhook_item_skipped", wamid=status.id[:200], reason=str(exc))
+                        report.skipped += 1
                 for error in value.errors:
                     _log.warning(
                         "webhook_error", sender_id=sender_id, code=error.code, title=error.title
                     )
     return report
+
+
+async def _inbound(
+    conn: AsyncConnection,
+    sender_id: str,
+    message: InboundMessage,
+    contact: Contact | None,
+    *,
+    now: datetime,
+    report: IngestReport,
+) -> None:
+    wa_id = _fits(message.from_ or (contact.wa_id if contact else None), 32, "from")
+    user_id = _fits(message.from_user_id or (contact.user_id if contact else None), 160, "user_id")
+    _fits(message.id, 200, "id")
+    at = _time(message.timestamp)
+    new = await contact_repo.record_inbound(
+        conn,
+        wamid=message.id,
+        sender_id=sender_id,
+        wa_id=wa_id,
+        user_id=user_id,
+        type_=message.type[:32],
+        sent_at=at,
+        now=now,
+    )
+    if not new:
+        report.duplicates += 1
+        return
+    report.inbound += 1
+    if wa_id and message.type not in NOT_CUSTOMER_MESSAGES:
+        await contact_repo.move_last_inbound(conn, sender_id, wa_id, at)
 
 
 async def _status(
@@ -98,6 +139,7 @@ async def _status(
         report.ignored += 1  # "played", group statuses …: nothing to move
         return
     incoming = MessageStatus(status.status)
+    _fits(status.id, 200, "id")
     at = _time(status.timestamp)
     error: dict[str, Any] | None = None
     if status.errors:
@@ -133,6 +175,9 @@ async def _status(
         now=now,
         wamid=wamid_to_store,
     )
+    if wamid_to_store is not None:
+        # The wamid is known now: statuses parked for it earlier apply too.
+        await apply_parked(conn, wamid=wamid_to_store, now=now)
     if new is None:
         report.statuses_late += 1
     else:

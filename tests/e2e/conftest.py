@@ -141,7 +141,10 @@ def router_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 FAST_RETRIES = RetryPolicy(
-    base=timedelta(milliseconds=5), cap=timedelta(milliseconds=20), max_attempts=5
+    base=timedelta(milliseconds=5),
+    cap=timedelta(milliseconds=20),
+    max_attempts=5,
+    reconcile_after=timedelta(milliseconds=50),
 )
 
 

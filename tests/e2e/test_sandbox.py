@@ -95,3 +95,14 @@ async def test_sandbox_route_is_absent_with_a_real_token(tmp_path: Path) -> None
     async with client_for(app) as client:
         response = await client.post("/v1/sandbox/inbound", json={"from": "+14155552671"})
         assert_problem(response, 404, "not_found")
+
+
+async def test_the_sandbox_key_is_revoked_once_a_real_token_is_set(
+    sandbox_app: object, tmp_path: Path
+) -> None:
+    async with client_for(sandbox_app):
+        secret = await _sandbox_key(sandbox_app)
+    real = create_app(router_settings(tmp_path), configure_logs=False)
+    async with client_for(real) as client:
+        response = await client.get("/v1/whatsapp/messages/msg_x", headers={"X-API-Key": secret})
+        assert_problem(response, 401, "invalid_api_key")

@@ -200,5 +200,89 @@ async def test_unreadable_signed_payloads_are_400(router: Router) -> None:
     for body in (b"not json", b'{"entry": "nope"}', b"\xff\xfe"):
         response = await router.webhook(body)
         assert_problem(response, 400, "malformed_json")
-    bad_time = _inbound().replace(b'"timestamp":"', b'"timestamp":"x')
-    assert_problem(await router.webhook(bad_time), 400, "validation_failed")
+
+
+async def test_an_unreadable_item_is_skipped_and_the_rest_of_the_batch_stored(
+    router: Router,
+) -> None:
+    now = str(int(datetime.now(UTC).timestamp()))
+    batch = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "1",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "metadata": {"phone_number_id": SENDER},
+                            "messages": [
+                                {
+                                    "from": CUSTOMER,
+                                    "id": "wamid.BAD",
+                                    "timestamp": "1.7e9",
+                                    "type": "text",
+                                },
+                                {
+                                    "from": CUSTOMER,
+                                    "id": "wamid.LONG" + "x" * 300,
+                                    "timestamp": now,
+                                    "type": "text",
+                                },
+                                {
+                                    "from": CUSTOMER,
+                                    "id": "wamid.GOOD",
+                                    "timestamp": now,
+                                    "type": "text",
+                                },
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+    response = await router.webhook(msgspec.json.encode(batch))
+
+    assert response.status_code == 200
+    assert await _window(router) == datetime.fromtimestamp(int(now), tz=UTC)
+    async with router.services.db.read() as conn:
+        stored = (await conn.execute(select(inbound_messages.c.wamid))).scalars().all()
+    assert stored == ["wamid.GOOD"]
+
+
+async def test_a_late_131047_does_not_close_a_window_the_customer_reopened(
+    router: Router,
+) -> None:
+    await router.sender()
+    headers = await router.key()
+    await router.customer_writes()
+    message = (await router.send(headers, text="hello")).json()
+    wamid = (await router.wait_for(message["id"], headers, "accepted"))["wamid"]
+    long_ago = datetime.now(UTC) - timedelta(hours=30)
+    late = status_webhook(
+        phone_number_id=SENDER,
+        wamid=wamid,
+        status="failed",
+        wa_id=CUSTOMER,
+        at=long_ago,
+        callback_data=None,
+        errors=[{"code": 131047, "title": "Re-engagement message"}],
+    )
+
+    assert (await router.webhook(late)).status_code == 200
+
+    assert (await router.send(headers, text="still open")).status_code == 202
+    fresh = status_webhook(
+        phone_number_id=SENDER,
+        wamid=wamid,
+        status="failed",
+        wa_id=CUSTOMER,
+        at=datetime.now(UTC),
+        callback_data=None,
+        errors=[{"code": 131047, "title": "Re-engagement message"}],
+    )
+    assert (await router.webhook(fresh)).status_code == 200
+    closed = await router.send(headers, text="now closed")
+    assert_problem(closed, 422, "outside_service_window")

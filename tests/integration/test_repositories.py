@@ -521,19 +521,38 @@ async def test_a_status_moved_on_by_a_webhook_is_not_downgraded(any_db: Database
         )
 
     async with any_db.write() as conn:
-        changed = await message_repo.record_accepted(
+        held = await message_repo.record_accepted(
             conn, job, wamid="wamid.A1", now=at(3), attempt={"outcome": "accepted"}
         )
     async with any_db.read() as conn:
         message = await message_repo.get_message(conn, "msg_001", client_id="cli_a")
 
-    assert changed is False
+    assert held is True
     assert message is not None
     assert message.status is MessageStatus.READ
     assert (message.wamid, message.attempts) == ("wamid.A1", 1)
     assert ("status", "accepted", True) not in await events_of(any_db, "msg_001")
     row = await row_of(any_db, "msg_001")
     assert (row.lease_owner, row.lease_expires_at) == (None, None)
+
+
+async def test_only_the_lease_holder_records_an_outcome(any_db: Database) -> None:
+    async with any_db.write() as conn:
+        await add_message(conn, "msg_001")
+    [stale] = await claim(any_db, "worker-a", at(1))
+    [current] = await claim(any_db, "worker-b", at(1) + timedelta(minutes=5))
+
+    async with any_db.write() as conn:
+        stale_held = await message_repo.record_accepted(
+            conn, stale, wamid="wamid.STALE", now=at(400), attempt={"outcome": "accepted"}
+        )
+        current_held = await message_repo.record_accepted(
+            conn, current, wamid="wamid.CURRENT", now=at(401), attempt={"outcome": "accepted"}
+        )
+    row = await row_of(any_db, "msg_001")
+
+    assert (stale_held, current_held) == (False, True)
+    assert (row.wamid, row.status, row.attempts) == ("wamid.CURRENT", "accepted", 1)
 
 
 async def test_a_late_failure_does_not_downgrade_a_delivered_message(any_db: Database) -> None:

@@ -66,6 +66,7 @@ POLICY = RetryPolicy(
     max_attempts=4,
     max_age=timedelta(hours=1),
     sender_pause=timedelta(minutes=10),
+    reconcile_after=timedelta(seconds=30),
 )
 
 

@@ -27,7 +27,7 @@ async def test_a_queued_message_is_sent_once_and_accepted(world: World) -> None:
     assert len(world.graph.requests) == 1
 
 
-async def test_transient_errors_back_off_with_the_policy_then_succeed(world: World) -> None:
+async def test_transient_errors_back_off_and_ambiguous_ones_wait_to_reconcile(world: World) -> None:
     await world.open_window()
     message = await world.send_text()
     world.graph.then(
@@ -38,9 +38,9 @@ async def test_transient_errors_back_off_with_the_policy_then_succeed(world: Wor
     assert (await world.message(message.id)).status is MessageStatus.QUEUED
     assert await world.dispatcher.run_once() == 0  # not due before its backoff (2 s)
     world.clock.advance(seconds=2)
-    assert await world.dispatcher.run_once() == 1  # the timeout
-    world.clock.advance(seconds=3)
-    assert await world.dispatcher.run_once() == 0  # second backoff is 4 s
+    assert await world.dispatcher.run_once() == 1  # the timeout: Meta may have it
+    world.clock.advance(seconds=29)
+    assert await world.dispatcher.run_once() == 0  # waits for a status webhook first (30 s)
     world.clock.advance(seconds=1)
     assert await world.dispatcher.run_once() == 1
 
@@ -193,3 +193,106 @@ async def test_the_loop_wakes_on_new_messages_and_stops_cleanly(world: World) ->
 
     assert (await world.message(message.id)).status is MessageStatus.ACCEPTED
     assert dispatcher.heartbeat is not None
+
+
+async def test_a_status_webhook_during_reconciliation_prevents_a_resend(world: World) -> None:
+    from adapters.cloud_api.sandbox import status_webhook
+    from adapters.cloud_api.webhooks import decoder
+    from app.services.webhooks import ingest
+
+    await world.open_window()
+    message = await world.send_text()
+    world.graph.then(Scripted(kind="timeout"))
+    await world.dispatcher.run_once()  # timed out, but Meta did accept it
+    body = status_webhook(
+        phone_number_id=SENDER,
+        wamid="wamid.LATE",
+        status="sent",
+        wa_id=CUSTOMER,
+        at=world.clock.now,
+        callback_data=message.id,
+    )
+    await ingest(world.db, decoder.decode(body), now=world.clock.now)
+
+    world.clock.advance(minutes=5)
+    assert await world.dispatcher.run_once() == 0
+
+    stored = await world.message(message.id)
+    assert stored.status is MessageStatus.SENT
+    assert stored.wamid == "wamid.LATE"
+    assert len(world.graph.requests) == 1
+
+
+async def test_a_dispatch_that_crashes_is_counted_and_ends_failed(world: World) -> None:
+    class Exploding:
+        async def send(self, phone_number_id: str, payload: object) -> object:
+            raise RuntimeError("bug")
+
+    dispatcher = Dispatcher(
+        world.db,
+        Exploding(),
+        clock=world.clock,  # type: ignore[arg-type]
+        policy=world.dispatcher._policy,
+        rand=lambda: 1.0,
+    )
+    await world.open_window()
+    message = await world.send_text()
+
+    for _ in range(6):
+        await dispatcher.run_once()
+        world.clock.advance(minutes=2)
+
+    stored = await world.message(message.id)
+    assert stored.status is MessageStatus.FAILED
+    assert stored.attempts == 4
+    assert stored.error is not None
+    assert stored.error.code == "router_error"
+
+
+async def test_a_slow_meta_never_makes_two_dispatchers_send_the_same_message(
+    world: World,
+) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from domain.ports import SendResult
+
+    class SlowMeta:
+        calls = 0
+
+        async def send(self, phone_number_id: str, payload: object) -> SendResult:
+            SlowMeta.calls += 1
+            await asyncio.sleep(2.0)
+            return SendResult(wamid="wamid.SLOW")
+
+    def real_clock() -> datetime:
+        return datetime.now(UTC)
+
+    first, second = (
+        Dispatcher(
+            world.db,
+            SlowMeta(),
+            clock=real_clock,
+            policy=world.dispatcher._policy,
+            lease=timedelta(seconds=1.2),
+            owner=name,
+        )
+        for name in ("first", "second")
+    )
+    world.clock.now = real_clock()
+    await world.open_window()
+    message = await world.send_text()
+
+    async def keep_claiming(dispatcher: Dispatcher) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 3.0
+        while loop.time() < end:
+            await dispatcher.run_once()
+            await asyncio.sleep(0.05)
+
+    await asyncio.gather(keep_claiming(first), keep_claiming(second))
+
+    assert SlowMeta.calls == 1  # cut at 75 % of its lease, then left to reconcile
+    stored = await world.message(message.id)
+    assert stored.status is MessageStatus.QUEUED
+    assert stored.attempts == 1

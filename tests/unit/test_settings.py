@@ -78,7 +78,6 @@ def test_other_variables_are_ignored() -> None:
     "variable",
     [
         "DATABASE_URL",
-        "ACCESS_TOKEN",
         "GRAPH_API_URL",
         "GRAPH_API_VERSION",
         "APP_SECRET",
@@ -94,6 +93,11 @@ def test_other_variables_are_ignored() -> None:
 )
 def test_an_empty_string_counts_as_unset(variable: str) -> None:
     assert load_settings({P + variable: ""}) == Settings()
+
+
+def test_an_empty_access_token_is_an_error_not_the_sandbox() -> None:
+    with pytest.raises(SettingsError, match=f"{P}ACCESS_TOKEN is set but empty"):
+        load_settings({P + "ACCESS_TOKEN": ""})
 
 
 def test_an_empty_app_secret_with_a_real_token_counts_as_missing() -> None:
