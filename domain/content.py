@@ -157,11 +157,11 @@ def free_form(
     if media is not None:
         if interactive:
             raise ContentError("media", "cannot be combined with header, footer or buttons")
-        if preview_url is not None:
+        if preview_url:
             raise ContentError("preview_url", "applies to text messages only")
         return _media(media, caption=text)
     if interactive:
-        if preview_url is not None:
+        if preview_url:
             raise ContentError("preview_url", "applies to text messages only")
         return _buttons(text=text, header=header, footer=footer, buttons=buttons)
     if text is None:

@@ -80,8 +80,10 @@ async def mark_window_closed(
             "window_closed_at": case(
                 (
                     and_(
-                        or_(contacts.c.last_inbound_at.is_(None),
-                            contacts.c.last_inbound_at <= refused_at),
+                        or_(
+                            contacts.c.last_inbound_at.is_(None),
+                            contacts.c.last_inbound_at <= refused_at,
+                        ),
                         or_(current.is_(None), current < refused_at),
                     ),
                     refused_at,
@@ -155,6 +157,12 @@ async def take_parked(conn: AsyncConnection, wamid: str) -> list[tuple[str, date
         )
     ).all()
     return [(r.status, r.at, r.error) for r in sorted(rows, key=lambda r: r.id)]
+
+
+async def sweep_parked(conn: AsyncConnection, *, received_before: datetime) -> int:
+    """Statuses parked for too long belong to messages other apps sent from the same number."""
+    result = await conn.execute(delete(orphans).where(orphans.c.received_at < received_before))
+    return int(result.rowcount or 0)
 
 
 async def last_inbound_seen(conn: AsyncConnection, sender_id: str, wa_id: str) -> datetime | None:

@@ -400,8 +400,11 @@ async def set_status(
     now: datetime,
     wamid: str | None = None,
     error: MessageError | None = None,
+    clear_error: bool = False,
 ) -> None:
     values: dict[str, Any] = {"status": str(status), "updated_at": now}
+    if clear_error:
+        values.update(error_code=None, error_title=None, error_detail=None, error_source=None)
     if error is not None:
         values.update(
             error_code=str(error.code),

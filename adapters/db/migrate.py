@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,9 +31,23 @@ def _upgrade(connection: Connection, url: str) -> None:
     command.upgrade(config, "head")
 
 
+_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+
+def _process_lock() -> asyncio.Lock:
+    """Alembic keeps its context in module globals: two migrations must never interleave in one
+    process (across processes, the database locks below serialise them)."""
+    loop = asyncio.get_running_loop()
+    return _locks.setdefault(loop, asyncio.Lock())
+
+
 async def upgrade_to_head(database: Database) -> None:
     """Apply every pending migration in one transaction (PostgreSQL runs DDL transactionally)."""
-    async with database.write() as conn:
+    async with _process_lock(), database.write() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several processes starting at once: one migrates, the others wait, then find the
+            # schema at head. (SQLite serialises through BEGIN IMMEDIATE.)
+            await conn.execute(text("SELECT pg_advisory_xact_lock(7400311)"))
         await conn.run_sync(_upgrade, database.url)
 
 

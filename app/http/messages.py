@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -32,6 +33,8 @@ _send_decoder = msgspec.json.Decoder(SendMessageRequest)
 _template_decoder = msgspec.json.Decoder(SendTemplateRequest)
 _encoder = msgspec.json.Encoder()
 
+P = ParamSpec("P")
+T = TypeVar("T")
 MAX_IDEMPOTENCY_KEY = 255
 
 #: How soon a poller should look again, by status (seconds).
@@ -99,14 +102,15 @@ def resource(message: Message) -> MessageResource:
     )
 
 
-def _phone(raw: str) -> str:
+def wa_id_of(raw: str, *, param: str = "to") -> str:
+    """The wa_id of a phone number from a request, or 422 naming the field."""
     try:
         return normalise_phone(raw)
     except InvalidPhoneNumber as exc:
-        raise ApiError(422, "validation_failed", str(exc), param="to") from None
+        raise ApiError(422, "validation_failed", str(exc), param=param) from None
 
 
-def _checked(build: Any, *args: Any, **kwargs: Any) -> Any:
+def _checked(build: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     try:
         return build(*args, **kwargs)
     except content.ContentError as exc:
@@ -183,7 +187,7 @@ class MessagesController(Controller):
         Outside the window the answer is 422 `outside_service_window` at once and nothing is
         stored: use the templates route. A 202 means the message is on disk."""
         body = await decode_body(request, _send_decoder)
-        wa_id = _phone(body.to)
+        wa_id = wa_id_of(body.to)
         built = _checked(
             content.free_form,
             text=body.text,
@@ -231,7 +235,7 @@ class MessagesController(Controller):
         request: Request[Any, Any, Any],
         services: NamedDependency[Services],
         api_key: NamedDependency[ApiKey],
-        message_id: Annotated[str, Parameter(max_length=64, description="msg_… id")],
+        message_id: Annotated[str, Parameter(description="msg_… id")],
         if_none_match: Annotated[
             str | None, HeaderParameter(name="If-None-Match", required=False)
         ] = None,
@@ -275,7 +279,7 @@ class TemplatesController(Controller):
         """An approved template, at any time (never window-checked). `components` is the Cloud
         API's own shape, passed through."""
         body = await decode_body(request, _template_decoder)
-        wa_id = _phone(body.to)
+        wa_id = wa_id_of(body.to)
         built = _checked(
             content.template,
             name=body.template.name,

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 
 from app.container import Services
 from app.http.bodies import decode_body
-from app.http.messages import COMMON_ERRORS, _phone
+from app.http.messages import COMMON_ERRORS, wa_id_of
 from app.http.openapi import SECURITY, json_body
 from app.http.problems import ApiError
 from app.http.schemas import SandboxInboundRequest, SandboxInboundResponse
@@ -44,7 +44,7 @@ class SandboxController(Controller):
         if services.sandbox is None:
             raise ApiError(404, "not_found", "the sandbox is off (an access token is set)")
         body = await decode_body(request, _decoder)
-        wa_id = _phone(body.from_)
+        wa_id = wa_id_of(body.from_, param="from")
         if not body.text.strip():
             raise ApiError(422, "validation_failed", "must not be empty", param="text")
         sender_id = await services.senders.resolve(api_key, body.sender_id)

@@ -1,19 +1,22 @@
-"""Periodic housekeeping: expired idempotency keys are swept."""
+"""Periodic housekeeping: expired idempotency keys and long-parked statuses are swept."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from adapters.db import contacts as contact_repo
 from adapters.db import idempotency as idempotency_repo
 from adapters.db.engine import Database
 
 _log = structlog.get_logger("wa_router.janitor")
+#: Meta retries a webhook for up to 7 days; a status parked longer will find no message.
+PARKED_FOR = timedelta(days=8)
 
 
 class Janitor:
@@ -26,11 +29,13 @@ class Janitor:
         self._stopping = asyncio.Event()
 
     async def run_once(self) -> int:
+        now = self._clock()
         async with self._db.write() as conn:
-            swept = await idempotency_repo.sweep(conn, now=self._clock())
-        if swept:
-            _log.info("idempotency_keys_swept", count=swept)
-        return swept
+            keys = await idempotency_repo.sweep(conn, now=now)
+            parked = await contact_repo.sweep_parked(conn, received_before=now - PARKED_FOR)
+        if keys or parked:
+            _log.info("swept", idempotency_keys=keys, parked_statuses=parked)
+        return keys + parked
 
     async def run(self) -> None:
         while not self._stopping.is_set():

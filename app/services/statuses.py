@@ -67,6 +67,8 @@ async def apply_status(
             now=now,
             wamid=wamid,
             error=error_from_webhook(error) if new is MessageStatus.FAILED else None,
+            # Reached the customer after all (multi-device): the earlier failure no longer holds.
+            clear_error=current is MessageStatus.FAILED,
         )
     if incoming is MessageStatus.FAILED and error and error.get("code") == RE_ENGAGEMENT:
         # Meta's own time of the refusal: a late redelivery cannot close a window the customer

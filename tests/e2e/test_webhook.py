@@ -286,3 +286,24 @@ async def test_a_late_131047_does_not_close_a_window_the_customer_reopened(
     assert (await router.webhook(fresh)).status_code == 200
     closed = await router.send(headers, text="now closed")
     assert_problem(closed, 422, "outside_service_window")
+
+
+async def test_delivered_after_failed_clears_the_error(router: Router) -> None:
+    await router.sender()
+    headers = await router.key()
+    await router.customer_writes()
+    message = (await router.send(headers, text="hello")).json()
+    wamid = (await router.wait_for(message["id"], headers, "accepted"))["wamid"]
+
+    await router.status(wamid, "failed", errors=[{"code": 131000, "title": "Something"}])
+    assert (await router.wait_for(message["id"], headers, "failed"))["error"]["code"] == 131000
+    await router.status(wamid, "delivered")
+
+    delivered = await router.wait_for(message["id"], headers, "delivered")
+    assert delivered["error"] is None
+    assert [h["status"] for h in delivered["history"]] == [
+        "queued",
+        "accepted",
+        "failed",
+        "delivered",
+    ]

@@ -296,3 +296,37 @@ async def test_a_slow_meta_never_makes_two_dispatchers_send_the_same_message(
     stored = await world.message(message.id)
     assert stored.status is MessageStatus.QUEUED
     assert stored.attempts == 1
+
+
+async def test_the_janitor_sweeps_expired_keys_and_stale_parked_statuses(world: World) -> None:
+    from adapters.db import contacts as contact_repo
+    from adapters.db import idempotency as idempotency_repo
+    from app.services.janitor import Janitor
+
+    async with world.db.write() as conn:
+        for key, expires in (("old", world.clock.now), ("live", world.clock.now + timedelta(1))):
+            await idempotency_repo.store(
+                conn,
+                client_id="cli",
+                key=key,
+                now=world.clock.now,
+                expires_at=expires,
+                response=idempotency_repo.StoredResponse(
+                    fingerprint="f", message_id="msg_1", status=202, body="{}"
+                ),
+            )
+        await contact_repo.park_status(
+            conn,
+            wamid="wamid.OTHER_APP",
+            status="sent",
+            at=world.clock.now,
+            error=None,
+            now=world.clock.now,
+        )
+
+    assert await Janitor(world.db, clock=world.clock).run_once() == 1
+    world.clock.advance(days=9)
+    assert await Janitor(world.db, clock=world.clock).run_once() == 2
+
+    async with world.db.read() as conn:
+        assert await idempotency_repo.find(conn, "cli", "live", now=world.clock.now) is None

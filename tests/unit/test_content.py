@@ -163,8 +163,14 @@ def test_button_titles_are_unique() -> None:
 
 
 def test_preview_url_does_not_apply_to_buttons() -> None:
-    assert refused(free_form, text="Pick", buttons=buttons_of("Ok"), preview_url=False) == (
+    assert refused(free_form, text="Pick", buttons=buttons_of("Ok"), preview_url=True) == (
         "preview_url"
+    )
+
+
+def test_preview_url_false_is_harmless_with_buttons() -> None:
+    assert free_form(text="Pick", buttons=buttons_of("Ok"), preview_url=False).kind == (
+        MessageKind.INTERACTIVE
     )
 
 
@@ -281,9 +287,11 @@ def test_media_does_not_combine_with_reply_buttons(extra: dict[str, Any]) -> Non
     assert refused(free_form, text="Body", media=media(), **extra) == "media"
 
 
-@pytest.mark.parametrize("preview_url", [True, False])
-def test_preview_url_does_not_apply_to_media(preview_url: bool) -> None:
-    assert refused(free_form, text=None, media=media(), preview_url=preview_url) == "preview_url"
+def test_preview_url_does_not_apply_to_media() -> None:
+    assert refused(free_form, text=None, media=media(), preview_url=True) == "preview_url"
+    assert free_form(text=None, media=media(), preview_url=False) == Media(
+        kind=MessageKind.IMAGE, url=IMAGE_URL
+    )
 
 
 # --- reply_to --------------------------------------------------------------------------------
