@@ -57,6 +57,7 @@ class Database:
     def __init__(self, url: str, *, schema: str | None = None) -> None:
         """``schema`` (PostgreSQL only) sets the search_path: the tests give each test its own."""
         self.url = url
+        self.schema = schema
         self.dialect = make_url(url).get_backend_name()
         if self.is_sqlite:
             self._writer = _sqlite_engine(url, writer=True)

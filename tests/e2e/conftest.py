@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from app.settings import Settings
 from domain.model import ALL_SCOPES, Scope, Sender
 from domain.retry import RetryPolicy
 from tests.asgi import client_for
+from tests.conftest import fresh_postgres_database
 from tests.fakes import FakeGraph
 
 APP_SECRET = "test-app-secret"
@@ -148,18 +150,42 @@ FAST_RETRIES = RetryPolicy(
 )
 
 
-@pytest.fixture
-async def router(tmp_path: Path) -> AsyncIterator[Router]:
+@asynccontextmanager
+async def running_router(
+    tmp_path: Path,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    **settings: Any,
+) -> AsyncIterator[Router]:
+    """The app on its own database with a fake Graph API; ``settings`` override defaults."""
     graph = FakeGraph()
-    app = create_app(
-        router_settings(tmp_path),
-        tuning=Tuning(
-            graph_transport=graph.transport(),
-            retry_policy=FAST_RETRIES,
-            idle_poll=0.02,
-            key_cache_ttl=0.2,
-        ),
-        configure_logs=False,
+    tuning = Tuning(
+        graph_transport=graph.transport(),
+        retry_policy=FAST_RETRIES,
+        idle_poll=0.02,
+        key_cache_ttl=0.2,
+        **({"clock": clock} if clock is not None else {}),
     )
+    app = create_app(router_settings(tmp_path, **settings), tuning=tuning, configure_logs=False)
     async with client_for(app) as client:
         yield Router(client=client, graph=graph, services=app.state["services"])
+
+
+@pytest.fixture
+async def router(tmp_path: Path) -> AsyncIterator[Router]:
+    async with running_router(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_router(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Router]:
+    """The same app on SQLite and, when configured, on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        async with running_router(tmp_path) as running:
+            yield running
+        return
+    async with (
+        fresh_postgres_database() as url,
+        running_router(tmp_path, database_url=url) as running,
+    ):
+        yield running

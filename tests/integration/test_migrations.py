@@ -6,17 +6,13 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.db.engine import Database
 from adapters.db.migrate import current_revision, head_revision, upgrade_to_head
-from tests.conftest import postgres_url_or_skip
+from tests.conftest import fresh_postgres_database
 
 pytestmark = pytest.mark.slow
 WA_ROUTER = str(Path(sys.executable).parent / "wa-router")
@@ -53,19 +49,9 @@ async def test_three_processes_migrating_one_sqlite_file_at_once(tmp_path: Path)
 
 @pytest.mark.postgres
 async def test_three_processes_migrating_one_postgresql_database_at_once() -> None:
-    base = postgres_url_or_skip()
-    name = "wr_mig_" + uuid.uuid4().hex[:10]
-    admin = create_async_engine(base, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(base).set(database=name).render_as_string(hide_password=False)
-    try:
+    async with fresh_postgres_database() as url:
         await asyncio.to_thread(_migrate_in_three_processes, url)
         assert await _revision(url) == head_revision(url)
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 async def test_concurrent_upgrades_in_one_process_are_serialised(tmp_path: Path) -> None:

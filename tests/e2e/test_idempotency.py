@@ -1,0 +1,156 @@
+"""Idempotency-Key on both send routes (API.md "Idempotency-Key")."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.e2e.conftest import Router
+from tests.e2e.test_bad_input import assert_problem
+
+BODY = {"to": "+14155552671", "text": "Your order has shipped", "metadata": {"o": "991"}}
+
+
+async def _ready(router: Router, client: str = "crm") -> dict[str, str]:
+    await router.sender()
+    headers = await router.key(client)
+    await router.customer_writes()
+    return headers
+
+
+async def _post(
+    router: Router,
+    headers: dict[str, str],
+    key: str,
+    body: object = BODY,
+    path: str = "/v1/whatsapp/messages",
+) -> object:
+    return await router.client.post(path, json=body, headers={**headers, "Idempotency-Key": key})
+
+
+async def test_a_replay_answers_the_original_202_and_sends_once(any_router: Router) -> None:
+    headers = await _ready(any_router)
+
+    first = await _post(any_router, headers, "order-991")
+    await any_router.wait_for(first.json()["id"], headers, "accepted")
+    again = await any_router.client.post(
+        "/v1/whatsapp/messages",
+        content=json.dumps(
+            {"metadata": {"o": "991"}, "text": "Your order has shipped", "to": "+14155552671"},
+            indent=4,
+        ),  # same request, other spelling
+        headers={**headers, "Idempotency-Key": "order-991", "Content-Type": "application/json"},
+    )
+
+    assert first.status_code == again.status_code == 202
+    assert again.content == first.content  # the original body, status queued and all
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert again.headers["location"] == first.headers["location"]
+    assert await any_router.stored_messages() == 1
+    assert len(any_router.graph.requests) == 1
+
+
+async def test_the_same_key_with_another_body_is_refused(any_router: Router) -> None:
+    headers = await _ready(any_router)
+    assert (await _post(any_router, headers, "k1")).status_code == 202
+
+    other = await _post(any_router, headers, "k1", {**BODY, "text": "Something else"})
+    other_route = await _post(
+        any_router,
+        headers,
+        "k1",
+        {"to": "+14155552671", "template": {"name": "hello_world", "language": "en_US"}},
+        path="/v1/whatsapp/templates",
+    )
+
+    assert_problem(other, 422, "idempotency_key_reused", "Idempotency-Key")
+    assert_problem(other_route, 422, "idempotency_key_reused", "Idempotency-Key")
+    assert await any_router.stored_messages() == 1
+
+
+async def test_keys_belong_to_one_client(router: Router) -> None:
+    mine = await _ready(router, "crm-a")
+    theirs = await router.key("crm-b")
+
+    a = await _post(router, mine, "shared-key")
+    b = await _post(router, theirs, "shared-key")
+
+    assert a.status_code == b.status_code == 202
+    assert a.json()["id"] != b.json()["id"]
+    assert "idempotent-replayed" not in b.headers
+
+
+async def test_only_successes_are_stored_so_a_refused_request_can_be_retried(
+    router: Router,
+) -> None:
+    await router.sender()
+    headers = await router.key()
+
+    refused = await _post(router, headers, "retry-me")
+    await router.customer_writes()
+    retried = await _post(router, headers, "retry-me")
+
+    assert_problem(refused, 422, "outside_service_window")
+    assert retried.status_code == 202
+    assert "idempotent-replayed" not in retried.headers
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "é-accent", "line\x7f"])
+async def test_malformed_keys_are_refused(router: Router, key: str) -> None:
+    headers = await _ready(router)
+
+    response = await router.client.post(
+        "/v1/whatsapp/messages",
+        json=BODY,
+        headers=[
+            *((k.encode(), v.encode()) for k, v in headers.items()),
+            (b"Idempotency-Key", key.encode("latin-1")),
+        ],
+    )
+
+    assert_problem(response, 422, "validation_failed", "Idempotency-Key")
+    assert await router.stored_messages() == 0
+
+
+async def test_the_longest_printable_key_is_accepted(router: Router) -> None:
+    headers = await _ready(router)
+    key = "".join(chr(c) for c in range(0x20, 0x7F)) * 3  # 285 characters …
+    assert (await _post(router, headers, key[:255])).status_code == 202
+
+
+async def test_an_expired_key_starts_afresh(router: Router) -> None:
+    from sqlalchemy import update
+
+    from adapters.db.tables import idempotency_keys
+
+    headers = await _ready(router)
+    first = await _post(router, headers, "day-old")
+    async with router.services.db.write() as conn:
+        await conn.execute(
+            update(idempotency_keys).values(expires_at=idempotency_keys.c.created_at)
+        )
+
+    again = await _post(router, headers, "day-old")
+
+    assert again.status_code == 202
+    assert again.json()["id"] != first.json()["id"]
+
+
+async def test_fifty_concurrent_identical_requests_create_one_message(any_router: Router) -> None:
+    headers = await _ready(any_router)
+
+    responses = await asyncio.gather(*(_post(any_router, headers, "burst-1") for _ in range(50)))
+
+    codes = sorted({r.status_code for r in responses})
+    assert set(codes) <= {202, 409}, codes
+    accepted = [r for r in responses if r.status_code == 202]
+    assert len({r.json()["id"] for r in accepted}) == 1
+    for conflict in (r for r in responses if r.status_code == 409):
+        assert_problem(conflict, 409, "idempotency_in_progress")
+        assert int(conflict.headers["retry-after"]) >= 1
+    await any_router.wait_for(accepted[0].json()["id"], headers, "accepted")
+    assert await any_router.stored_messages() == 1
+    assert len(any_router.graph.requests) == 1
