@@ -1,4 +1,4 @@
-"""``wa-router``: serve, worker, migrate, senders, keys, openapi (API.md "Command line")."""
+"""``wa-router``: serve, worker, migrate, senders, keys, trace, openapi (API.md "Command line")."""
 
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ from adapters.cloud_api.sandbox import SandboxCloudApi
 from adapters.db import keys as key_repo
 from adapters.db.engine import Database
 from adapters.db.migrate import upgrade_to_head
+from app.http.support import trace_resource
 from app.logs import configure_logging
 from app.main import create_app
 from app.runtime import Tuning, cloud_api_for, graph_client, http_deliver, new_dispatcher
 from app.services.keys import create_key
+from app.services.trace import correlation_trace, table
 from app.settings import Settings, SettingsError, load_settings
 from domain.model import ALL_SCOPES, Scope, Sender
 from domain.phones import InvalidPhoneNumber, normalise_phone
@@ -274,6 +276,23 @@ async def _keys_revoke(settings: Settings, args: argparse.Namespace) -> None:
     print(f"revoked {args.key_id} (running servers stop accepting it within seconds)")
 
 
+# --- trace -------------------------------------------------------------------------------------
+
+
+async def _trace(settings: Settings, args: argparse.Namespace) -> None:
+    db = await _with_db(settings)
+    try:
+        trace = await correlation_trace(db, args.correlation_id)
+    finally:
+        await db.dispose()
+    if trace is None:
+        raise CliError(f"nothing is recorded under correlation id {args.correlation_id[:128]!r}")
+    if args.json:  # the very JSON of GET /v1/support/correlations/{id}
+        print(msgspec.json.encode(trace_resource(trace)).decode())
+        return
+    print("\n".join(table(trace)))
+
+
 # --- openapi ---------------------------------------------------------------------------------
 
 
@@ -339,6 +358,11 @@ def parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id")
     revoke.set_defaults(run=_async(_keys_revoke))
+
+    trace = sub.add_parser("trace", help="the support timeline of a correlation id")
+    trace.add_argument("correlation_id", metavar="CORRELATION_ID")
+    trace.add_argument("--json", action="store_true", help="the JSON of the HTTP route")
+    trace.set_defaults(run=_async(_trace))
 
     openapi = sub.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output")

@@ -8,10 +8,12 @@ from datetime import datetime
 
 from adapters.cloud_api.sandbox import SandboxCloudApi
 from adapters.db.engine import Database
+from app.metrics import Metrics
 from app.services.directory import SenderDirectory
 from app.services.dispatch import Dispatcher
 from app.services.keys import KeyCache
 from app.services.ratelimit import RateLimiter
+from app.services.readiness import ReadinessProbe
 from app.services.sending import SendingService
 from app.settings import Settings
 
@@ -26,5 +28,7 @@ class Services:
     sending: SendingService
     webhook_secret: str | None
     limiter: RateLimiter
+    metrics: Metrics
+    readiness: ReadinessProbe
     dispatcher: Dispatcher | None = None
     sandbox: SandboxCloudApi | None = None

@@ -11,17 +11,22 @@ from contextlib import asynccontextmanager
 
 import structlog
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 
 from app.http.auth import provide_api_key, provide_services
+from app.http.contacts import ContactsController
 from app.http.messages import MessagesController, TemplatesController, render
 from app.http.middleware import correlation_middleware
 from app.http.openapi import openapi_config
-from app.http.ops import healthz
+from app.http.ops import healthz, metrics, readyz
 from app.http.problems import EXCEPTION_HANDLERS
 from app.http.sandbox import SandboxController
+from app.http.support import SupportController
 from app.http.webhook import WebhookController
 from app.logs import configure_logging
+from app.metrics import STATE_KEY, Metrics
 from app.runtime import Tuning, serving
 from app.settings import Settings, load_settings
 
@@ -39,25 +44,32 @@ def create_app(
     tuning = tuning or Tuning()
     if configure_logs:
         configure_logging(settings.resolved_log_format)
+    # Per app, not prometheus-client's global registry: apps in one process never clash.
+    app_metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with serving(app, settings, tuning, render) as services:
+        async with serving(app, settings, tuning, render, metrics=app_metrics) as services:
             app.state["services"] = services
             yield
 
     route_handlers: list[object] = [
         MessagesController,
         TemplatesController,
+        ContactsController,
+        SupportController,
         WebhookController,
         healthz,
+        readyz,
+        metrics,
     ]
     if settings.sandbox:
         route_handlers.append(SandboxController)
     return Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
-        middleware=[correlation_middleware],
+        middleware=[DefineMiddleware(correlation_middleware, metrics=app_metrics)],
+        state=State({STATE_KEY: app_metrics}),  # for the problem+json handlers
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),

@@ -20,11 +20,13 @@ from adapters.db import contacts as contact_repo
 from adapters.db.engine import Database
 from adapters.db.migrate import upgrade_to_head
 from app.container import Services
+from app.metrics import Metrics
 from app.services.directory import SenderDirectory
 from app.services.dispatch import Dispatcher
 from app.services.janitor import Janitor
 from app.services.keys import KEY_CACHE_TTL_SECONDS, KeyCache
 from app.services.ratelimit import Limits, RateLimiter
+from app.services.readiness import ReadinessProbe
 from app.services.sandbox import ensure_sandbox, retire_sandbox
 from app.services.sending import SendingService
 from app.settings import Settings, WorkerMode
@@ -108,7 +110,12 @@ def http_deliver(http: httpx.AsyncClient, url: str) -> Deliver:
 
 
 def new_dispatcher(
-    settings: Settings, db: Database, cloud_api: CloudApi, tuning: Tuning
+    settings: Settings,
+    db: Database,
+    cloud_api: CloudApi,
+    tuning: Tuning,
+    *,
+    metrics: Metrics | None = None,
 ) -> Dispatcher:
     return Dispatcher(
         db,
@@ -117,14 +124,21 @@ def new_dispatcher(
         policy=tuning.retry_policy,
         idle_poll=tuning.idle_poll,
         lease=timedelta(seconds=settings.lease_seconds),
+        metrics=metrics,
     )
 
 
 @asynccontextmanager
 async def serving(
-    app: Any, settings: Settings, tuning: Tuning, render: Callable[[Message], bytes]
+    app: Any,
+    settings: Settings,
+    tuning: Tuning,
+    render: Callable[[Message], bytes],
+    *,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Services]:
     """Everything ``serve`` runs, from migrations to the embedded dispatcher."""
+    metrics = metrics or Metrics()
     db = Database(settings.database_url)
     await upgrade_to_head(db)
     graph_http = graph_client(settings, tuning)
@@ -140,7 +154,7 @@ async def serving(
         tuning=tuning,
     )
     dispatcher = (
-        new_dispatcher(settings, db, cloud_api, tuning)
+        new_dispatcher(settings, db, cloud_api, tuning, metrics=metrics)
         if settings.worker is WorkerMode.EMBEDDED
         else None
     )
@@ -160,6 +174,8 @@ async def serving(
         ),
         webhook_secret=webhook_secret(settings),
         limiter=RateLimiter(db, Limits.from_settings(settings), clock=tuning.clock),
+        metrics=metrics,
+        readiness=ReadinessProbe(db, dispatcher=dispatcher, clock=tuning.clock),
         dispatcher=dispatcher,
         sandbox=cloud_api if isinstance(cloud_api, SandboxCloudApi) else None,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -10,14 +12,16 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, Parameter
+from litestar.params import HeaderParameter, Parameter, QueryParameter
 
+from adapters.db import messages as message_repo
 from app.container import Services
 from app.http.bodies import decode_body
 from app.http.openapi import SECURITY, json_body
 from app.http.problems import ApiError, Problem, WindowProblem, correlation_of
 from app.http.schemas import (
     MessageErrorOut,
+    MessageList,
     MessageResource,
     SendMessageRequest,
     SendTemplateRequest,
@@ -77,6 +81,26 @@ READ_ERRORS = {
     403: COMMON_ERRORS[403],
     404: _problem(404, "not_found: unknown id, or a message of another client"),
 }
+
+
+def problem_spec(description: str, data: type = Problem) -> ResponseSpec:
+    """A documented problem+json response, for the other controllers."""
+    return _problem(0, description, data)
+
+
+RATE_LIMITED_SPEC = _problem(
+    429, "rate_limited: the client's read budget is spent; see Retry-After"
+)
+LIST_ERRORS = {
+    401: COMMON_ERRORS[401],
+    403: _problem(403, "insufficient_scope"),
+    422: _problem(422, "validation_failed: param names the query parameter (limit, cursor, ...)"),
+    429: RATE_LIMITED_SPEC,
+}
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+_MESSAGE_ID = re.compile(r"msg_[0-9A-HJKMNP-TV-Z]{26}")
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def resource(message: Message) -> MessageResource:
@@ -161,6 +185,51 @@ async def idempotency_claim(
     return IdempotencyClaim(key=key, fingerprint=digest.hexdigest())
 
 
+def encode_cursor(message_id: str) -> str:
+    """Opaque to clients: the base64url of the last id of a page (ids sort by time)."""
+    return base64.urlsafe_b64encode(message_id.encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    """The message id a cursor stands for, or 422 naming ``cursor``. Only the exact text this
+    router handed out is accepted."""
+    message_id = ""
+    if _CURSOR.fullmatch(cursor):
+        try:
+            message_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            message_id = ""
+    if not _MESSAGE_ID.fullmatch(message_id) or encode_cursor(message_id) != cursor:
+        raise ApiError(
+            422,
+            "validation_failed",
+            "cursor is not one this API returned: pass next_cursor unchanged",
+            param="cursor",
+        )
+    return message_id
+
+
+async def page_of_messages(
+    services: Services,
+    key: ApiKey,
+    filters: message_repo.MessageFilter,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> MessageList:
+    """The read use case behind the list route (a read of one repository, so it lives here)."""
+    before = None if cursor is None else decode_cursor(cursor)
+    async with services.db.read() as conn:
+        page = await message_repo.list_messages(
+            conn, client_id=key.client_id, filters=filters, before_id=before, limit=limit
+        )
+    last = page.messages[-1].id if page.more and page.messages else None
+    return MessageList(
+        data=[resource(m) for m in page.messages],
+        next_cursor=None if last is None else encode_cursor(last),
+    )
+
+
 class MessagesController(Controller):
     path = "/v1/whatsapp/messages"
     tags = ["messages"]
@@ -222,6 +291,68 @@ class MessagesController(Controller):
             )
         )
         return _accepted(accepted)
+
+    @get(
+        "/",
+        operation_id="listMessages",
+        summary="List the client's messages",
+        opt={"scope": Scope.MESSAGES_READ, "rate": "read"},
+        responses=LIST_ERRORS,
+    )
+    async def list_messages(
+        self,
+        *,
+        services: NamedDependency[Services],
+        api_key: NamedDependency[ApiKey],
+        correlation_id: Annotated[
+            str | None,
+            QueryParameter(
+                required=False,
+                pattern=r"^[A-Za-z0-9._:\-]{1,128}$",
+                description="Only messages of the request with this X-Correlation-Id",
+            ),
+        ] = None,
+        status: Annotated[
+            MessageStatus | None,
+            QueryParameter(required=False, description="Only messages with this status"),
+        ] = None,
+        to: Annotated[
+            str | None,
+            QueryParameter(
+                required=False,
+                max_length=64,
+                description="Only messages to this contact (E.164, with or without +)",
+            ),
+        ] = None,
+        sender_id: Annotated[
+            str | None,
+            QueryParameter(
+                required=False,
+                pattern=r"^[0-9]{1,32}$",
+                description="Only messages from this sender (phone_number_id)",
+            ),
+        ] = None,
+        limit: Annotated[
+            int, QueryParameter(ge=1, le=MAX_PAGE, description="Page size, 1-100")
+        ] = DEFAULT_PAGE,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(
+                required=False,
+                max_length=64,
+                description="The next_cursor of the previous page, unchanged",
+            ),
+        ] = None,
+    ) -> MessageList:
+        """The client's messages, newest first, each as on the status route. Follow
+        `next_cursor` (null on the last page) with the same filters to read further."""
+        filters = message_repo.MessageFilter(
+            correlation_id=correlation_id,
+            status=status,
+            wa_id=None if to is None else wa_id_of(to),
+            sender_id=sender_id,
+        )
+        return await page_of_messages(services, api_key, filters, cursor=cursor, limit=limit)
 
     @get(
         "/{message_id:str}",

@@ -1,5 +1,6 @@
 """The correlation id: adopted from the client when valid, else generated; on every response,
-bound into structlog's contextvars for every line of the request; one canonical log line."""
+bound into structlog's contextvars for every line of the request; one canonical log line, and
+the request counted in the metrics by its route template."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.ids import CORRELATION_ID, correlation_id
+from app.metrics import Metrics
 
 _log = structlog.get_logger("wa_router.http")
 HEADER = b"x-correlation-id"
@@ -17,7 +19,7 @@ HEADER = b"x-correlation-id"
 RATE_LIMIT_HEADERS = "rate_limit_headers"
 
 
-def correlation_middleware(app: ASGIApp) -> ASGIApp:
+def correlation_middleware(app: ASGIApp, metrics: Metrics | None = None) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
@@ -60,6 +62,10 @@ def correlation_middleware(app: ASGIApp) -> ASGIApp:
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
+            if metrics is not None:
+                # The template ("/v1/whatsapp/messages/{message_id}"), never the raw path.
+                route = scope.get("path_template")
+                metrics.request(method=scope["method"], route=route, status=status)
             structlog.contextvars.reset_contextvars(**tokens)
 
     return middleware

@@ -12,6 +12,7 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from app.ids import CORRELATION_ID
 from app.ids import correlation_id as new_correlation_id
+from app.metrics import metrics_of
 
 PROBLEM_JSON = "application/problem+json"
 _log = structlog.get_logger("wa_router.http")
@@ -112,6 +113,12 @@ def problem_response(request: Request[Any, Any, Any], error: ApiError) -> Respon
     if error.param is not None:
         body["param"] = error.param
     body.update(error.extra)
+    metrics = metrics_of(request.app.state)
+    if metrics is not None:
+        method, route = request.method, request.scope.get("path_template")
+        metrics.problem(method=method, route=route, status=error.status, code=error.code)
+        if needs_header:  # answered before routing: the middleware does not count it
+            metrics.request(method=method, route=None, status=error.status)
     return Response(
         content=msgspec.json.encode(body),
         status_code=error.status,

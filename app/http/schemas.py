@@ -129,3 +129,60 @@ class SandboxInboundResponse(msgspec.Struct):
 
 class Health(msgspec.Struct):
     status: str
+
+
+class MessageList(msgspec.Struct):
+    """One page of the client's messages, newest first."""
+
+    data: list[MessageResource]
+    next_cursor: Annotated[
+        str | None,
+        Meta(description="Pass as `cursor` for the next page; null on the last page"),
+    ]
+
+
+class ContactWindow(msgspec.Struct):
+    """The 24-hour customer service window of one (sender, contact) pair."""
+
+    sender_id: str
+    wa_id: Annotated[str, Meta(description="The contact: digits only")]
+    open: Annotated[bool, Meta(description="A free-form message would be accepted now")]
+    last_inbound_at: Annotated[
+        datetime | None,
+        Meta(description="The customer's newest message to this sender; null if they never wrote"),
+    ]
+    closes_at: Annotated[
+        datetime | None,
+        Meta(
+            description="last_inbound_at + 24h, or earlier if the Cloud API reported the window "
+            "closed; null if the customer never wrote"
+        ),
+    ]
+    seconds_remaining: Annotated[int, Meta(ge=0, description="0 when closed")]
+
+
+class TraceEventOut(msgspec.Struct):
+    at: datetime
+    kind: Annotated[
+        str,
+        Meta(
+            description="request (route, client, key, status code, window decision), attempt "
+            "(one Cloud API call: http_status, code, fbtrace_id, latency_ms, outcome) or status "
+            "(a status change; applied=false for a late or duplicate report)"
+        ),
+    ]
+    message_id: Annotated[str | None, Meta(description="null for a refused request")]
+    detail: Annotated[
+        dict[str, Any],
+        Meta(description="Depends on kind; never secrets, never more than 80 characters of text"),
+    ]
+
+
+class CorrelationTrace(msgspec.Struct):
+    """Everything the router recorded under one correlation id, in time order."""
+
+    correlation_id: str
+    events: list[TraceEventOut]
+    truncated: Annotated[
+        bool, Meta(description="true when the id has more events than one trace shows")
+    ]

@@ -118,4 +118,5 @@ class WebhookController(Controller):
         except BadWebhook as exc:
             raise ApiError(400, "validation_failed", str(exc)) from None
         _log.info("webhook", **report.as_log())
+        services.metrics.webhook_ingested(report.by_kind(), report.delivered_after)
         return WebhookAck()

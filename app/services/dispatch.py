@@ -25,6 +25,7 @@ from adapters.db import keys as key_repo
 from adapters.db import messages as message_repo
 from adapters.db.engine import Database
 from app import ids
+from app.metrics import Metrics
 from app.services.statuses import apply_parked
 from domain.content import MessageKind
 from domain.errors import RE_ENGAGEMENT, ErrorClass, classify
@@ -44,6 +45,8 @@ WINDOW_CLOSED_BEFORE_SEND = MessageError(
 )
 #: Share of the lease an attempt may use, counted from the claim.
 ATTEMPT_SHARE_OF_LEASE = 0.75
+#: How often the heartbeat (``/readyz``) is refreshed, idle or while a batch is being sent.
+HEARTBEAT_EVERY_SECONDS = 5.0
 
 
 def default_owner() -> str:
@@ -63,6 +66,8 @@ class Dispatcher:
         concurrency: int = 32,
         idle_poll: float = 0.5,
         rand: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
+        heartbeat_every: float = HEARTBEAT_EVERY_SECONDS,
     ) -> None:
         self._db = db
         self._cloud_api = cloud_api
@@ -73,6 +78,8 @@ class Dispatcher:
         self._concurrency = concurrency
         self._idle_poll = idle_poll
         self._rand = rand
+        self._metrics = metrics
+        self._heartbeat_every = heartbeat_every
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self.heartbeat: datetime | None = None
@@ -96,10 +103,19 @@ class Dispatcher:
                 claimed = 0
                 await asyncio.sleep(1.0)
             if claimed == 0 and not self._stopping.is_set():
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._idle_poll)
+                await self._idle()
         _log.info("dispatcher_stopped", owner=self.owner)
+
+    async def _idle(self) -> None:
+        """Wait ``idle_poll`` or until woken, beating meanwhile."""
+        self._wakeup.clear()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._idle_poll
+        while (left := until - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), min(left, self._heartbeat_every))
+                return
+            self.heartbeat = self._clock()
 
     async def run_once(self) -> int:
         """Claim as many due messages as can be sent at once, send them; returns how many were
@@ -120,9 +136,21 @@ class Dispatcher:
         deadline = asyncio.get_running_loop().time() + (
             self._lease.total_seconds() * ATTEMPT_SHARE_OF_LEASE
         )
-        if jobs:
-            await asyncio.gather(*(self._guarded(job, deadline) for job in jobs))
+        tasks = [asyncio.create_task(self._guarded(job, deadline)) for job in jobs]
+        try:
+            pending = set(tasks)
+            while pending:  # every attempt ends by the deadline: beating here is not lying
+                self.heartbeat = self._clock()
+                _, pending = await asyncio.wait(pending, timeout=self._heartbeat_every)
+        finally:
+            for task in tasks:  # cancelled ourselves: so are the attempts (as gather would)
+                task.cancel()
         return len(jobs)
+
+    def _count(self, outcome: str, code: int | str | None = None) -> None:
+        """One Cloud API attempt, counted once its outcome is recorded."""
+        if self._metrics is not None:
+            self._metrics.cloud_api_call(outcome, code)
 
     async def _guarded(self, job: OutboundJob, deadline: float) -> None:
         with structlog.contextvars.bound_contextvars(
@@ -154,9 +182,11 @@ class Dispatcher:
                 {"outcome": "error", "error": type(exc).__name__},
                 now=self._clock(),
                 ambiguous=True,
+                count=False,
             )
         except Exception as again:  # noqa: BLE001 - its lease expires and it is claimed again
             _log.error("dispatch_error_unrecorded", error=repr(again))
+        self._count("error")
 
     async def _dispatch(self, job: OutboundJob) -> None:
         now = self._clock()
@@ -192,9 +222,12 @@ class Dispatcher:
                 conn, job, wamid=result.wamid, now=now, attempt=attempt
             )
             await apply_parked(conn, wamid=result.wamid, now=now)
+        self._count("accepted")
         if not held:
             _log.warning("dispatch_lease_lost", wamid=result.wamid)
             return
+        if self._metrics is not None:
+            self._metrics.accept_latency.observe(max((now - job.created_at).total_seconds(), 0.0))
         _log.info(
             "dispatch",
             outcome="accepted",
@@ -234,6 +267,7 @@ class Dispatcher:
                 await message_repo.record_retry(
                     conn, job, next_attempt_at=until, now=now, attempt=attempt
                 )
+            self._count("sender_paused", exc.code)
             _log.warning(
                 "dispatch",
                 outcome="sender_paused",
@@ -247,6 +281,7 @@ class Dispatcher:
             await message_repo.record_failed(conn, job, error=error, now=now, attempt=attempt)
             if exc.code == RE_ENGAGEMENT:
                 await contact_repo.mark_window_closed(conn, job.sender_id, job.wa_id, now)
+        self._count("failed", exc.code)
         _log.info("dispatch", outcome="failed", code=exc.code, fbtrace_id=exc.fbtrace_id)
 
     async def _on_unavailable(
@@ -277,12 +312,16 @@ class Dispatcher:
         *,
         now: datetime,
         ambiguous: bool = False,
+        count: bool = True,
     ) -> None:
+        """``count=False``: the caller counts the attempt under its own outcome."""
         attempts = job.attempts + 1
         if self._policy.gives_up(attempts=attempts, created_at=job.created_at, now=now):
             attempt["outcome"] = "failed"
             async with self._db.write() as conn:
                 await message_repo.record_failed(conn, job, error=error, now=now, attempt=attempt)
+            if count:
+                self._count("failed", attempt.get("code"))
             _log.warning(
                 "dispatch",
                 outcome="failed",
@@ -303,6 +342,8 @@ class Dispatcher:
             await message_repo.record_retry(
                 conn, job, next_attempt_at=next_at, now=now, attempt=attempt
             )
+        if count:
+            self._count(attempt["outcome"], attempt.get("code"))
         _log.info(
             "dispatch",
             outcome=attempt["outcome"],
