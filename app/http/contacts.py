@@ -11,7 +11,8 @@ from litestar.params import Parameter, QueryParameter
 
 from adapters.db import contacts as contact_repo
 from app.container import Services
-from app.http.messages import COMMON_ERRORS, RATE_LIMITED_SPEC, problem_spec, wa_id_of
+from app.http import docs
+from app.http.messages import wa_id_of
 from app.http.openapi import SECURITY
 from app.http.schemas import ContactWindow, SenderId
 from domain.model import ApiKey, Scope
@@ -47,15 +48,11 @@ class ContactsController(Controller):
         operation_id="getContactWindow",
         summary="The customer service window of a contact",
         opt={"scope": Scope.MESSAGES_READ, "rate": "read"},
-        responses={
-            401: COMMON_ERRORS[401],
-            403: COMMON_ERRORS[403],
-            422: problem_spec(
-                "validation_failed (param to), or unknown_sender (sender_id not registered, "
-                "or missing when it cannot be inferred)"
-            ),
-            429: RATE_LIMITED_SPEC,
-        },
+        responses=docs.reads(
+            None,
+            "validation_failed (param to), or unknown_sender (sender_id not registered, or "
+            "missing when it cannot be inferred)",
+        ),
     )
     async def window(
         self,

@@ -11,14 +11,14 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, Parameter, QueryParameter
 
 from adapters.db import messages as message_repo
 from app.container import Services
+from app.http import docs
 from app.http.bodies import decode_body
 from app.http.openapi import SECURITY, json_body
-from app.http.problems import ApiError, Problem, WindowProblem, correlation_of
+from app.http.problems import ApiError, correlation_of
 from app.http.schemas import (
     MessageErrorOut,
     MessageList,
@@ -50,53 +50,6 @@ POLL_AFTER = {
 }
 
 
-def _problem(status: int, description: str, data: type = Problem) -> ResponseSpec:
-    return ResponseSpec(
-        data_container=data,
-        description=description,
-        media_type="application/problem+json",
-        generate_examples=False,
-    )
-
-
-COMMON_ERRORS = {
-    400: _problem(400, "malformed_json: the body is not a JSON object"),
-    401: _problem(401, "invalid_api_key"),
-    403: _problem(403, "insufficient_scope or sender_not_authorized"),
-    413: _problem(413, "payload_too_large: body over 64 KiB"),
-    415: _problem(415, "unsupported_media_type: not application/json"),
-}
-SEND_ERRORS = {
-    **COMMON_ERRORS,
-    422: _problem(
-        422,
-        "validation_failed (with param), unknown_sender, or "
-        "outside_service_window (with last_inbound_at, window_closed_at, "
-        "templates_url)",
-        WindowProblem,
-    ),
-}
-READ_ERRORS = {
-    401: COMMON_ERRORS[401],
-    403: COMMON_ERRORS[403],
-    404: _problem(404, "not_found: unknown id, or a message of another client"),
-}
-
-
-def problem_spec(description: str, data: type = Problem) -> ResponseSpec:
-    """A documented problem+json response, for the other controllers."""
-    return _problem(0, description, data)
-
-
-RATE_LIMITED_SPEC = _problem(
-    429, "rate_limited: the client's read budget is spent; see Retry-After"
-)
-LIST_ERRORS = {
-    401: COMMON_ERRORS[401],
-    403: _problem(403, "insufficient_scope"),
-    422: _problem(422, "validation_failed: param names the query parameter (limit, cursor, ...)"),
-    429: RATE_LIMITED_SPEC,
-}
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
 _MESSAGE_ID = re.compile(r"msg_[0-9A-HJKMNP-TV-Z]{26}")
@@ -242,7 +195,7 @@ class MessagesController(Controller):
         status_code=202,
         opt={"scope": Scope.MESSAGES_SEND, "rate": "send"},
         operation_class=json_body(SendMessageRequest, description="A free-form message"),
-        responses=SEND_ERRORS,
+        responses=docs.SEND,
     )
     async def send(
         self,
@@ -297,7 +250,9 @@ class MessagesController(Controller):
         operation_id="listMessages",
         summary="List the client's messages",
         opt={"scope": Scope.MESSAGES_READ, "rate": "read"},
-        responses=LIST_ERRORS,
+        responses=docs.reads(
+            None, "validation_failed: param names the query parameter (limit, cursor, status, to …)"
+        ),
     )
     async def list_messages(
         self,
@@ -359,7 +314,7 @@ class MessagesController(Controller):
         operation_id="getMessage",
         summary="Get a message's status",
         opt={"scope": Scope.MESSAGES_READ, "rate": "read"},
-        responses=READ_ERRORS,
+        responses=docs.reads("not_found: unknown id, or a message of another client"),
     )
     async def status(
         self,
@@ -398,7 +353,7 @@ class TemplatesController(Controller):
         status_code=202,
         opt={"scope": Scope.TEMPLATES_SEND, "rate": "send"},
         operation_class=json_body(SendTemplateRequest, description="A template message"),
-        responses={**COMMON_ERRORS, 422: _problem(422, "validation_failed or unknown_sender")},
+        responses=docs.TEMPLATE_SEND,
     )
     async def send(
         self,

@@ -9,8 +9,9 @@ from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 
 from app.container import Services
+from app.http import docs
 from app.http.bodies import decode_body
-from app.http.messages import COMMON_ERRORS, wa_id_of
+from app.http.messages import wa_id_of
 from app.http.openapi import SECURITY, json_body
 from app.http.problems import ApiError
 from app.http.schemas import SandboxInboundRequest, SandboxInboundResponse
@@ -31,7 +32,7 @@ class SandboxController(Controller):
         status_code=200,
         opt={"scope": Scope.MESSAGES_SEND},
         operation_class=json_body(SandboxInboundRequest, description="The customer's message"),
-        responses={**COMMON_ERRORS},
+        responses=docs.SANDBOX,
     )
     async def inbound(
         self,

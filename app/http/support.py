@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from app.container import Services
-from app.http.messages import RATE_LIMITED_SPEC, READ_ERRORS, problem_spec
+from app.http import docs
 from app.http.openapi import SECURITY
 from app.http.problems import ApiError
 from app.http.schemas import CorrelationTrace, TraceEventOut
@@ -40,11 +40,7 @@ class SupportController(Controller):
         operation_id="getCorrelationTrace",
         summary="The support timeline of a correlation id",
         opt={"scope": Scope.SUPPORT_READ, "rate": "read"},
-        responses={
-            **READ_ERRORS,
-            404: problem_spec("not_found: nothing is recorded under this correlation id"),
-            429: RATE_LIMITED_SPEC,
-        },
+        responses=docs.reads("not_found: nothing is recorded under this correlation id"),
     )
     async def trace(
         self,

@@ -1,0 +1,75 @@
+"""The documented error answers of each kind of route, in one place (OpenAPI ``responses``).
+
+Every route that takes an API key can answer 401, 403 and 429 (failed authentications are
+limited per address); send routes add the body errors, 409 and 422; read routes 404 and 422
+for a wrong query or path parameter."""
+
+from __future__ import annotations
+
+from litestar.openapi.datastructures import ResponseSpec
+
+from app.http.problems import Problem, WindowProblem
+
+
+def problem(description: str, data: type = Problem) -> ResponseSpec:
+    return ResponseSpec(
+        data_container=data,
+        description=description,
+        media_type="application/problem+json",
+        generate_examples=False,
+    )
+
+
+UNAUTHORIZED = problem("invalid_api_key: missing, malformed, unknown or revoked key")
+FORBIDDEN = problem("insufficient_scope, or sender_not_authorized (param sender_id)")
+RATE_LIMITED = problem(
+    "rate_limited: the client's budget for this route, or this address's budget of failed "
+    "authentications, is spent; see Retry-After and the RateLimit headers"
+)
+KEYED = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED}
+
+BODY = {
+    400: problem("malformed_json: the body is not a JSON object (or not UTF-8)"),
+    413: problem("payload_too_large: body over 64 KiB"),
+    415: problem("unsupported_media_type: send application/json"),
+}
+
+SEND = {
+    **KEYED,
+    **BODY,
+    409: problem(
+        "idempotency_in_progress: the same Idempotency-Key is still being processed; "
+        "see Retry-After"
+    ),
+    422: problem(
+        "validation_failed (param names the field, or Idempotency-Key), unknown_sender, "
+        "idempotency_key_reused, or outside_service_window (with last_inbound_at, "
+        "window_closed_at and templates_url)",
+        WindowProblem,
+    ),
+}
+
+TEMPLATE_SEND = {
+    **SEND,
+    422: problem(
+        "validation_failed (param names the field, or Idempotency-Key), unknown_sender, or "
+        "idempotency_key_reused"
+    ),
+}
+
+SANDBOX = {
+    **KEYED,
+    **BODY,
+    404: problem("not_found: the sandbox is off (an access token is set)"),
+    422: problem("validation_failed (param names the field) or unknown_sender"),
+}
+
+
+def reads(not_found: str | None, invalid: str | None = None) -> dict[int, ResponseSpec]:
+    """A read route's errors; ``None`` where the route never answers that status."""
+    specs = dict(KEYED)
+    if not_found is not None:
+        specs[404] = problem(not_found)
+    if invalid is not None:
+        specs[422] = problem(invalid)
+    return specs
