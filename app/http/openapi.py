@@ -71,7 +71,8 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="messages", description="Send free-form and template messages; poll status"),
             Tag(name="webhook", description="Meta's webhook (signed)"),
             Tag(name="sandbox", description="Sandbox mode only (no access token)"),
-            Tag(name="operations", description="Health"),
+            Tag(name="support", description="The whole story of a request, by correlation id"),
+            Tag(name="operations", description="Health, readiness and metrics"),
         ],
         components=Components(
             security_schemes={
