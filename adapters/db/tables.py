@@ -97,7 +97,8 @@ class ContactRow(Base):
     wa_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     last_inbound_at: Mapped[datetime | None]
     window_closed_at: Mapped[datetime | None]  # Meta said closed (131047) after last_inbound_at
-    next_send_at: Mapped[datetime | None]
+    next_send_at: Mapped[datetime | None]  # pair pacing: the earliest next send (GCRA)
+    pair_strikes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 131056
 
 
 class MessageRow(Base):
@@ -129,6 +130,8 @@ class MessageRow(Base):
         # The dispatcher's claim: due queued messages, oldest first.
         Index("ix_messages_due", "status", "next_attempt_at"),
         Index("ix_messages_client_id", "client_id", "id"),
+        # Per-conversation order: the oldest queued message of each (sender, contact) goes first.
+        Index("ix_messages_pair", "sender_id", "wa_id", "status", "id"),
     )
 
 
@@ -172,6 +175,15 @@ class OrphanStatusRow(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     received_at: Mapped[datetime]
     __table_args__ = (UniqueConstraint("wamid", "status"),)
+
+
+class SenderLeaseRow(Base):
+    """A sender is dispatched by one dispatcher at a time, so its pace lives in one process."""
+
+    __tablename__ = "sender_leases"
+    sender_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
 
 
 class IdempotencyKeyRow(Base):
@@ -220,3 +232,4 @@ orphan_statuses = _table(OrphanStatusRow)
 sandbox_state = _table(SandboxStateRow)
 idempotency_keys = _table(IdempotencyKeyRow)
 rate_limits = _table(RateLimitRow)
+sender_leases = _table(SenderLeaseRow)
