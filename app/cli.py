@@ -1,4 +1,5 @@
-"""``wa-router``: serve, worker, migrate, senders, keys, trace, openapi (API.md "Command line")."""
+"""``wa-router``: serve, worker, migrate, senders, keys, templates, trace, openapi (API.md
+"Command line")."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import msgspec
 import uvicorn
 
+from adapters.cloud_api.errors import CloudApiError
 from adapters.cloud_api.sandbox import SandboxCloudApi
 from adapters.db import keys as key_repo
 from adapters.db.engine import Database
@@ -22,8 +24,16 @@ from adapters.db.migrate import upgrade_to_head
 from app.http.support import trace_resource
 from app.logs import configure_logging
 from app.main import create_app
-from app.runtime import Tuning, cloud_api_for, graph_client, http_deliver, new_dispatcher
+from app.runtime import (
+    Tuning,
+    cloud_api_for,
+    graph_client,
+    http_deliver,
+    new_dispatcher,
+    template_source_for,
+)
 from app.services.keys import create_key
+from app.services.templates import SyncRefused, sync_catalog, wabas_to_sync
 from app.services.trace import correlation_trace, table
 from app.settings import Settings, SettingsError, load_settings
 from domain.model import ALL_SCOPES, Scope, Sender
@@ -276,6 +286,50 @@ async def _keys_revoke(settings: Settings, args: argparse.Namespace) -> None:
     print(f"revoked {args.key_id} (running servers stop accepting it within seconds)")
 
 
+# --- templates ---------------------------------------------------------------------------------
+
+
+async def _templates_sync(
+    settings: Settings, args: argparse.Namespace, tuning: Tuning | None = None
+) -> int:
+    """Pull each WABA's catalog; one line per WABA. 1 when a listing failed (the others are
+    stored all the same), 2 for a sender that cannot be synced."""
+    sender = None if args.sender is None else _digits(args.sender, "--sender")
+    tuning = tuning or Tuning()
+    db = await _with_db(settings)
+    failed = 0
+    try:
+        async with db.read() as conn:
+            senders = await key_repo.list_senders(conn)
+        try:
+            wabas = wabas_to_sync(senders, sender)
+        except SyncRefused as exc:
+            raise CliError(str(exc)) from None
+        if not wabas:
+            print(
+                "no sender has a WABA id; set one with: wa-router senders add "
+                "--phone-number-id ID --waba-id ID"
+            )
+            return 0
+        async with graph_client(settings, tuning) as http:
+            source = template_source_for(settings, db, http, tuning=tuning)
+            for waba_id in wabas:
+                try:
+                    result = await sync_catalog(db, source, waba_id, now=tuning.clock())
+                except CloudApiError as exc:
+                    failed += 1
+                    print(f"WABA {waba_id}: not synced: {exc}", file=sys.stderr)
+                    continue
+                print(f"WABA {waba_id}: {result.templates} templates, {result.approved} approved")
+    finally:
+        await db.dispose()
+    return 1 if failed else 0
+
+
+def cmd_templates_sync(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_templates_sync(settings, args))
+
+
 # --- trace -------------------------------------------------------------------------------------
 
 
@@ -358,6 +412,13 @@ def parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id")
     revoke.set_defaults(run=_async(_keys_revoke))
+
+    templates = sub.add_parser("templates", help="the template catalog").add_subparsers(
+        dest="action", required=True
+    )
+    sync = templates.add_parser("sync", help="pull the template catalog from the Cloud API")
+    sync.add_argument("--sender", help="only this sender's WABA (phone_number_id)")
+    sync.set_defaults(run=cmd_templates_sync)
 
     trace = sub.add_parser("trace", help="the support timeline of a correlation id")
     trace.add_argument("correlation_id", metavar="CORRELATION_ID")

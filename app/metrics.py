@@ -29,6 +29,7 @@ WEBHOOK_KINDS = (
     "status_parked",
     "ignored",
     "skipped",
+    "template_update",
 )
 #: From a few hundred milliseconds (Meta answers at once) to the retry policy's hours.
 ACCEPT_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)

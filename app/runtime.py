@@ -31,7 +31,7 @@ from app.services.sandbox import ensure_sandbox, retire_sandbox
 from app.services.sending import SendingService
 from app.settings import Settings, WorkerMode
 from domain.model import Message
-from domain.ports import CloudApi
+from domain.ports import CloudApi, TemplateSource
 from domain.retry import RetryPolicy
 
 _log = structlog.get_logger("wa_router")
@@ -84,6 +84,21 @@ def cloud_api_for(
         app_secret=webhook_secret(settings) or SANDBOX_APP_SECRET,
         delays=tuning.sandbox_delays,
     )
+
+
+def template_source_for(
+    settings: Settings, db: Database, graph_http: httpx.AsyncClient, *, tuning: Tuning
+) -> TemplateSource:
+    """What ``wa-router templates sync`` lists catalogs from: the Cloud API, or in sandbox mode
+    the simulator (a listing delivers no webhooks)."""
+
+    async def nowhere(_body: bytes, _signature: str) -> None:
+        return None
+
+    api = cloud_api_for(settings, db, graph_http, deliver=nowhere, tuning=tuning)
+    if not isinstance(api, CloudApiClient | SandboxCloudApi):  # pragma: no cover - by design
+        raise TypeError(f"{type(api).__name__} cannot list templates")
+    return api
 
 
 def graph_client(settings: Settings, tuning: Tuning) -> httpx.AsyncClient:

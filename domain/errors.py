@@ -6,6 +6,7 @@ has changed over time. The HTTP status only decides when no code came back at al
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 
 
@@ -42,3 +43,19 @@ def classify(code: int | None, http_status: int | None) -> ErrorClass:
     if http_status in (401, 403):
         return ErrorClass.SENDER_WIDE
     return ErrorClass.PERMANENT
+
+
+#: How long a sender-wide error pauses the sender. ``None``: until an operator runs
+#: ``wa-router senders resume`` (a token, an account or billing must be fixed by a human).
+SENDER_PAUSES: dict[int, timedelta | None] = {
+    368: timedelta(hours=24),  # temporarily blocked for policy violations
+    131048: timedelta(hours=1),  # spam rate limit: restricted for a while
+}
+DEFAULT_SENDER_PAUSE: timedelta | None = None
+
+
+def sender_pause(code: int | None) -> timedelta | None:
+    """The cool-down after a sender-wide error, or None when only a human can resume."""
+    if code is None:
+        return timedelta(minutes=15)  # an unexplained 401/403: look again later
+    return SENDER_PAUSES.get(code, DEFAULT_SENDER_PAUSE)

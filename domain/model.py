@@ -97,3 +97,4 @@ class OutboundJob:
     created_at: datetime
     correlation_id: str
     lease_owner: str  # the dispatcher holding it; every outcome is recorded only by this owner
+    valid_until: datetime | None = None  # not sent after this: fails ``expired`` instead

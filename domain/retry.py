@@ -12,7 +12,6 @@ class RetryPolicy:
     cap: timedelta = timedelta(minutes=5)
     max_attempts: int = 12
     max_age: timedelta = timedelta(hours=6)
-    sender_pause: timedelta = timedelta(minutes=15)
     #: After an attempt that may have reached Meta (a timeout once the request was sent), wait
     #: this long for a status webhook carrying our id before sending again.
     reconcile_after: timedelta = timedelta(minutes=2)

@@ -10,8 +10,13 @@ import msgspec
 
 from adapters.cloud_api.errors import CloudApiStatusError, CloudApiUnavailable
 from domain.ports import SendResult
+from domain.templates import CatalogTemplate, parameter_format
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=15.0, write=10.0, pool=30.0)
+TEMPLATE_FIELDS = "name,language,status,category,components,parameter_format,id"
+TEMPLATE_PAGE_SIZE = 100
+#: 6,000 templates per WABA at most (cloud-api.md §7): far fewer pages than this.
+TEMPLATE_PAGES_MAX = 1000
 
 
 class _ErrorData(msgspec.Struct):
@@ -47,8 +52,33 @@ class _SendResponse(msgspec.Struct):
     contacts: list[_SentContact] = []
 
 
+class _ListedTemplate(msgspec.Struct):
+    name: str
+    language: str
+    status: str = ""
+    category: str | None = None
+    parameter_format: str | None = None
+    components: list[dict[str, Any]] = []
+    id: str | None = None
+
+
+class _Cursors(msgspec.Struct):
+    after: str | None = None
+
+
+class _Paging(msgspec.Struct):
+    cursors: _Cursors | None = None
+    next: str | None = None
+
+
+class _TemplatePage(msgspec.Struct):
+    data: list[_ListedTemplate] = []
+    paging: _Paging | None = None
+
+
 _error_decoder = msgspec.json.Decoder(_ErrorBody)
 _send_decoder = msgspec.json.Decoder(_SendResponse)
+_template_page_decoder = msgspec.json.Decoder(_TemplatePage)
 _encoder = msgspec.json.Encoder()
 
 
@@ -114,3 +144,61 @@ class CloudApiClient:
             ) from exc
         wa_id = body.contacts[0].wa_id if body.contacts else None
         return SendResult(wamid=sent.id, wa_id=wa_id, message_status=sent.message_status)
+
+    async def list_templates(self, waba_id: str) -> list[CatalogTemplate]:
+        """Every template of the WABA: ``GET /{waba_id}/message_templates``, page after page by
+        the ``after`` cursor while Meta says there is a next page. The ``next`` URL itself is
+        never followed: the next request goes to our own base URL, with our own token."""
+        url = f"/{self._version}/{waba_id}/message_templates"
+        params = {"fields": TEMPLATE_FIELDS, "limit": str(TEMPLATE_PAGE_SIZE)}
+        found: list[CatalogTemplate] = []
+        seen: set[str] = set()
+        for _ in range(TEMPLATE_PAGES_MAX):
+            response = await self._get(url, params)
+            if response.status_code != httpx.codes.OK:
+                raise status_error(response)
+            try:
+                page = _template_page_decoder.decode(response.content)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise CloudApiStatusError(
+                    http_status=response.status_code, code=None, title="unreadable template list"
+                ) from exc
+            found.extend(_catalog_template(t) for t in page.data)
+            paging = page.paging
+            after = paging.cursors.after if paging and paging.cursors else None
+            if paging is None or not paging.next:
+                return found
+            if not after or after in seen:
+                # A partial catalog would make real templates "not found": refuse it instead.
+                raise CloudApiStatusError(
+                    http_status=response.status_code,
+                    code=None,
+                    title="template paging has a next page but no new after cursor",
+                )
+            seen.add(after)
+            params = {**params, "after": after}
+        raise CloudApiStatusError(
+            http_status=httpx.codes.OK, code=None, title="template list has too many pages"
+        )
+
+    async def _get(self, url: str, params: Mapping[str, str]) -> httpx.Response:
+        """A read: it changes nothing at Meta, so no failure leaves anything half-sent."""
+        headers = {"Authorization": self._headers["Authorization"]}
+        try:
+            return await self._http.get(url, params=params, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise CloudApiUnavailable(f"timeout: {type(exc).__name__}", maybe_sent=False) from exc
+        except httpx.HTTPError as exc:
+            raise CloudApiUnavailable(f"http: {type(exc).__name__}", maybe_sent=False) from exc
+
+
+def _catalog_template(listed: _ListedTemplate) -> CatalogTemplate:
+    return CatalogTemplate(
+        name=listed.name,
+        language=listed.language,
+        status=listed.status.upper(),
+        category=listed.category.upper() if listed.category else None,
+        parameter_format=parameter_format(listed.parameter_format),
+        components=tuple(listed.components),
+        template_id=listed.id,
+    )

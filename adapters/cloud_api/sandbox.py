@@ -18,6 +18,7 @@ import structlog
 from adapters.cloud_api.errors import CloudApiStatusError
 from adapters.cloud_api.webhooks import sign
 from domain.ports import SendResult
+from domain.templates import CatalogTemplate, ParameterFormat
 from domain.window import WindowState, window_open
 
 _log = structlog.get_logger("wa_router.sandbox")
@@ -102,6 +103,54 @@ def status_webhook(
     return _envelope(phone_number_id, {"statuses": [entry]})
 
 
+#: The sandbox WABA's template catalog, as the simulator lists it.
+SANDBOX_TEMPLATES = (
+    CatalogTemplate(
+        name="hello_world",
+        language="en_US",
+        status="APPROVED",
+        category="UTILITY",
+        components=(
+            {"type": "HEADER", "format": "TEXT", "text": "Hello World"},
+            {"type": "BODY", "text": "Welcome and congratulations!! This is the sandbox."},
+            {"type": "FOOTER", "text": "WhatsApp Business Platform sample message"},
+        ),
+        template_id="100000000000101",
+    ),
+    CatalogTemplate(
+        name="order_shipped",
+        language="en_US",
+        status="APPROVED",
+        category="UTILITY",
+        components=(
+            {
+                "type": "BODY",
+                "text": "Hi {{1}}, order {{2}} has shipped",
+                "example": {"body_text": [["Ana", "#123"]]},
+            },
+        ),
+        template_id="100000000000102",
+    ),
+    CatalogTemplate(
+        name="appointment_reminder",
+        language="en_US",
+        status="APPROVED",
+        category="UTILITY",
+        parameter_format=ParameterFormat.NAMED,
+        components=({"type": "BODY", "text": "Hi {{first_name}}, see you on {{date}}."},),
+        template_id="100000000000103",
+    ),
+    CatalogTemplate(
+        name="spring_sale",
+        language="en_US",
+        status="PENDING",
+        category="MARKETING",
+        components=({"type": "BODY", "text": "Spring sale: 20% off until Sunday."},),
+        template_id="100000000000104",
+    ),
+)
+
+
 def new_wamid() -> str:
     return "wamid.SANDBOX" + secrets.token_hex(12).upper()
 
@@ -169,6 +218,19 @@ class SandboxCloudApi:
                     "sandbox_status_not_delivered", wamid=wamid, status=status, error=repr(exc)
                 )
                 return
+
+    async def list_templates(self, waba_id: str) -> list[CatalogTemplate]:
+        """The sandbox WABA's fixed catalog; any other WABA is unknown, as Meta would say."""
+        if waba_id != SANDBOX_WABA_ID:
+            raise CloudApiStatusError(
+                http_status=400,
+                code=100,
+                title="Unsupported get request",
+                details=f"Object with ID '{waba_id}' does not exist in the sandbox; only "
+                f"{SANDBOX_WABA_ID} does",
+                fbtrace_id="SANDBOX" + secrets.token_hex(6),
+            )
+        return list(SANDBOX_TEMPLATES)
 
     async def customer_writes(
         self, *, phone_number_id: str, wa_id: str, text: str

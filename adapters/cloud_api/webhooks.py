@@ -67,6 +67,16 @@ class ChangeValue(msgspec.Struct):
     messages: list[InboundMessage] = []
     statuses: list[Status] = []
     errors: list[WebhookError] = []
+    # field "message_template_status_update" (and "template_category_update"): entry.id is the
+    # WABA. Meta sends the template id as a number.
+    event: str | None = None
+    message_template_id: int | str | None = None
+    message_template_name: str | None = None
+    message_template_language: str | None = None
+    message_template_category: str | None = None
+    reason: str | None = None
+    previous_category: str | None = None
+    new_category: str | None = None
 
 
 class Change(msgspec.Struct):

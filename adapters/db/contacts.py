@@ -173,3 +173,30 @@ async def last_inbound_seen(conn: AsyncConnection, sender_id: str, wa_id: str) -
         )
     )
     return latest
+
+
+async def pair_pace(
+    conn: AsyncConnection, sender_id: str, wa_id: str
+) -> tuple[datetime | None, int]:
+    """(next_send_at, strikes) of the pair: its pace and its run of 131056 refusals."""
+    row = (
+        await conn.execute(
+            select(contacts.c.next_send_at, contacts.c.pair_strikes).where(
+                contacts.c.sender_id == sender_id, contacts.c.wa_id == wa_id
+            )
+        )
+    ).first()
+    return (None, 0) if row is None else (row.next_send_at, row.pair_strikes)
+
+
+async def set_pair_pace(
+    conn: AsyncConnection, sender_id: str, wa_id: str, *, next_send_at: datetime, strikes: int
+) -> None:
+    stmt = _insert(conn, contacts).values(
+        sender_id=sender_id, wa_id=wa_id, next_send_at=next_send_at, pair_strikes=strikes
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[contacts.c.sender_id, contacts.c.wa_id],
+        set_={"next_send_at": next_send_at, "pair_strikes": strikes},
+    )
+    await conn.execute(stmt)

@@ -163,6 +163,16 @@ async def list_senders(conn: AsyncConnection) -> list[Sender]:
     return [_sender(row) for row in rows]
 
 
+async def resume_sender(conn: AsyncConnection, phone_number_id: str) -> bool:
+    """Lift a pause; False if there is no such sender."""
+    result = await conn.execute(
+        update(_senders)
+        .where(_senders.c.phone_number_id == phone_number_id)
+        .values(paused_until=None, pause_reason=None)
+    )
+    return bool(result.rowcount)
+
+
 async def pause_sender(
     conn: AsyncConnection, phone_number_id: str, *, until: datetime, reason: str
 ) -> None:

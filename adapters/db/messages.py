@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, RowMapping, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, RowMapping, and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.tables import clients as _clients
+from adapters.db.tables import contacts as _contacts
 from adapters.db.tables import message_events as events
 from adapters.db.tables import messages
 from adapters.db.tables import senders as _senders
@@ -162,19 +163,56 @@ async def get_message(conn: AsyncConnection, message_id: str, *, client_id: str)
     return _message(row, history)
 
 
-def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+def _due(m: Any, now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Due: queued, its backoff over, not leased (or its lease expired: a dispatcher crashed),
+    its sender not paused."""
     paused = select(_senders.c.phone_number_id).where(_senders.c.paused_until > now)
     return (
-        messages.c.status == str(MessageStatus.QUEUED),
-        messages.c.next_attempt_at <= now,
-        or_(messages.c.lease_expires_at.is_(None), messages.c.lease_expires_at <= now),
-        messages.c.sender_id.not_in(paused),
+        m.c.status == str(MessageStatus.QUEUED),
+        m.c.next_attempt_at <= now,
+        or_(m.c.lease_expires_at.is_(None), m.c.lease_expires_at <= now),
+        m.c.sender_id.not_in(paused),
+    )
+
+
+def _in_turn(m: Any, now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Per-conversation order and pace: no older message to the same contact from the same
+    sender is still queued (sending, backing off, or waiting), and the pair's pace allows one
+    now."""
+    older = messages.alias("older")
+    return (
+        ~exists()
+        .where(
+            older.c.sender_id == m.c.sender_id,
+            older.c.wa_id == m.c.wa_id,
+            older.c.status == str(MessageStatus.QUEUED),
+            older.c.id < m.c.id,
+        )
+        .correlate(m),
+        ~exists()
+        .where(
+            _contacts.c.sender_id == m.c.sender_id,
+            _contacts.c.wa_id == m.c.wa_id,
+            _contacts.c.next_send_at > now,
+        )
+        .correlate(m),
     )
 
 
 async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
     """A cheap read, so an idle dispatcher does not take SQLite's write lock to find nothing."""
-    return (await conn.scalar(select(messages.c.id).where(*_due(now)).limit(1))) is not None
+    return (
+        await conn.scalar(select(messages.c.id).where(*_due(messages, now)).limit(1))
+    ) is not None
+
+
+async def due_senders(conn: AsyncConnection, *, now: datetime) -> list[str]:
+    """Senders with at least one message that could be claimed now (a read)."""
+    m = messages.alias("m")
+    rows = await conn.execute(
+        select(m.c.sender_id).where(*_due(m, now), *_in_turn(m, now)).distinct()
+    )
+    return sorted(row.sender_id for row in rows)
 
 
 async def claim_due(
@@ -185,10 +223,16 @@ async def claim_due(
     lease: timedelta,
     limit: int,
     skip_locked: bool,
+    sender_id: str | None = None,
 ) -> list[OutboundJob]:
-    """Lease up to ``limit`` due messages to ``owner``. A lease that expired (its dispatcher
-    crashed) makes its message due again."""
-    due = select(messages.c.id).where(*_due(now)).order_by(messages.c.id).limit(limit)
+    """Lease up to ``limit`` due messages to ``owner``, oldest first, at most one per
+    conversation and only the oldest queued one of each (customers read in order). A lease
+    that expired (its dispatcher crashed) makes its message due again."""
+    m = messages.alias("m")
+    conditions = [*_due(m, now), *_in_turn(m, now)]
+    if sender_id is not None:
+        conditions.append(m.c.sender_id == sender_id)
+    due = select(m.c.id).where(*conditions).order_by(m.c.id).limit(limit)
     if skip_locked:
         due = due.with_for_update(skip_locked=True)
     rows = await conn.execute(
@@ -204,6 +248,7 @@ async def claim_due(
             messages.c.attempts,
             messages.c.created_at,
             messages.c.correlation_id,
+            messages.c.valid_until,
         )
     )
     jobs = [
@@ -217,6 +262,7 @@ async def claim_due(
             created_at=r.created_at,
             correlation_id=r.correlation_id,
             lease_owner=owner,
+            valid_until=r.valid_until,
         )
         for r in rows
     ]

@@ -217,6 +217,32 @@ class SandboxStateRow(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class TemplateRow(Base):
+    """A WABA's template catalog (``wa-router templates sync``), kept current by webhooks."""
+
+    __tablename__ = "templates"
+    waba_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    language: Mapped[str] = mapped_column(String(16), primary_key=True)
+    status: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str | None] = mapped_column(String(32))
+    parameter_format: Mapped[str] = mapped_column(String(16))
+    # Meta's own components; NULL for a template known only from a status webhook.
+    components: Mapped[list[Any] | None] = mapped_column(JSON)
+    template_id: Mapped[str | None] = mapped_column(String(32))
+    synced_at: Mapped[datetime | None]  # NULL: inserted by a webhook, not by a sync
+    updated_at: Mapped[datetime]
+
+
+class TemplateCatalogRow(Base):
+    """One row per WABA whose catalog was synced, even when it has no templates: only then are
+    template sends checked against it."""
+
+    __tablename__ = "template_catalogs"
+    waba_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    synced_at: Mapped[datetime]
+
+
 def _table(model: type[Base]) -> Table:
     return cast("Table", model.__table__)
 
@@ -233,3 +259,5 @@ sandbox_state = _table(SandboxStateRow)
 idempotency_keys = _table(IdempotencyKeyRow)
 rate_limits = _table(RateLimitRow)
 sender_leases = _table(SenderLeaseRow)
+templates = _table(TemplateRow)
+template_catalogs = _table(TemplateCatalogRow)

@@ -44,7 +44,7 @@ SEND = {
     422: problem(
         "validation_failed (param names the field, or Idempotency-Key), unknown_sender, "
         "idempotency_key_reused, or outside_service_window (with last_inbound_at, "
-        "window_closed_at and templates_url)",
+        "window_closed_at, templates_url and templates: the sender's approved templates)",
         WindowProblem,
     ),
 }
@@ -52,8 +52,10 @@ SEND = {
 TEMPLATE_SEND = {
     **SEND,
     422: problem(
-        "validation_failed (param names the field, or Idempotency-Key), unknown_sender, or "
-        "idempotency_key_reused"
+        "validation_failed (param names the field, or Idempotency-Key), unknown_sender, "
+        "idempotency_key_reused, or, against the sender's synced template catalog, "
+        "template_not_found, template_not_approved or template_parameter_mismatch "
+        "(param template.components)"
     ),
 }
 

@@ -30,6 +30,9 @@ TITLES: dict[str, str] = {
     "validation_failed": "Validation failed",
     "unknown_sender": "Unknown sender",
     "outside_service_window": "Outside the customer service window",
+    "template_not_found": "Template not found",
+    "template_not_approved": "Template not approved",
+    "template_parameter_mismatch": "Template parameter mismatch",
     "rate_limited": "Rate limited",
     "webhook_signature_invalid": "Invalid webhook signature",
     "webhook_verification_failed": "Webhook verification failed",
@@ -50,12 +53,23 @@ class Problem(msgspec.Struct, omit_defaults=True):
     param: str | None = None
 
 
+class ApprovedTemplate(msgspec.Struct):
+    """One of the sender's APPROVED templates, from its synced catalog."""
+
+    name: str
+    language: str
+    category: str
+
+
 class WindowProblem(Problem, omit_defaults=True):
-    """422 outside_service_window: use the templates route instead."""
+    """422 outside_service_window: use the templates route instead. ``templates`` lists the
+    sender's APPROVED templates (at most 50, by name then language; empty when its catalog was
+    never synced) so the caller can choose one."""
 
     last_inbound_at: str | None = None
     window_closed_at: str | None = None
     templates_url: str = "/v1/whatsapp/templates"
+    templates: list[ApprovedTemplate] = []
 
 
 class ApiError(Exception):

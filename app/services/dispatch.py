@@ -1,9 +1,14 @@
-"""The dispatcher: claims due messages with a lease, sends them through the Cloud API port,
-records every attempt, and decides retry / fail / pause from Meta's error code.
+"""The dispatcher: holds sender leases, claims due messages at each sender's pace, and sends
+them through the Cloud API port (app/services/attempt.py records each outcome).
 
-Leases are fenced: an outcome is recorded only while this dispatcher still holds the lease, and
-every attempt ends (deadline) well before the lease would expire, so a slow Meta cannot make a
-second dispatcher send the same message."""
+- A sender is leased to one dispatcher at a time, so its pace lives in this process: at most
+  ``max_mps`` sends start in any 1-second window (halved for a minute after a 130429).
+- Per conversation, messages go strictly in acceptance order at the pair's pace (the claim
+  query only offers the oldest queued message of each pair, when its pace allows).
+- Message leases are fenced and every attempt ends at 75 % of its lease, counted from the claim,
+  so a slow Meta cannot make a second dispatcher send the same message.
+- Sends run as tasks, up to ``max_in_flight`` at once: throughput at Meta's distance (~100 ms)
+  needs many requests in flight, not batches."""
 
 from __future__ import annotations
 
@@ -12,45 +17,68 @@ import contextlib
 import os
 import random
 import socket
-import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 
-from adapters.cloud_api.errors import CloudApiStatusError, CloudApiUnavailable
-from adapters.db import contacts as contact_repo
-from adapters.db import keys as key_repo
+from adapters.db import leases as lease_repo
 from adapters.db import messages as message_repo
 from adapters.db.engine import Database
 from app import ids
 from app.metrics import Metrics
-from app.services.statuses import apply_parked
-from domain.content import MessageKind
-from domain.errors import RE_ENGAGEMENT, ErrorClass, classify
-from domain.model import ErrorSource, MessageError, OutboundJob
+from app.services.attempt import AttemptRunner
+from domain.model import OutboundJob
+from domain.pacing import PairPacing, next_send_time
 from domain.ports import CloudApi
 from domain.retry import RetryPolicy
-from domain.window import window_open
 
 _log = structlog.get_logger("wa_router.dispatch")
 
-WINDOW_CLOSED_BEFORE_SEND = MessageError(
-    code="window_closed_before_send",
-    title="Window closed before send",
-    detail="the 24-hour customer service window closed while the message was queued; "
-    "send a template instead",
-    source=ErrorSource.ROUTER,
-)
 #: Share of the lease an attempt may use, counted from the claim.
 ATTEMPT_SHARE_OF_LEASE = 0.75
-#: How often the heartbeat (``/readyz``) is refreshed, idle or while a batch is being sent.
+#: How often the heartbeat (``/readyz``) is refreshed, idle or busy.
 HEARTBEAT_EVERY_SECONDS = 5.0
+#: Meta counts per second; a few milliseconds of margin absorb scheduling and network jitter.
+PACE_WINDOW_SECONDS = 1.005
+#: After a 130429 the sender is held to half its rate for this long.
+THROTTLE_SECONDS = 60.0
 
 
 def default_owner() -> str:
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{ids.ulid()[-6:]}"
+
+
+class SenderPace:
+    """The start times of this sender's recent sends, and the rule over them."""
+
+    def __init__(self, max_mps: int) -> None:
+        self.max_mps = max_mps
+        self.slow_until = 0.0
+        self._starts: deque[float] = deque()
+
+    def limit(self, now: float) -> int:
+        return max(1, self.max_mps // 2) if now < self.slow_until else self.max_mps
+
+    def _trim(self, now: float) -> None:
+        while self._starts and self._starts[0] <= now - PACE_WINDOW_SECONDS:
+            self._starts.popleft()
+
+    def available(self, now: float) -> int:
+        self._trim(now)
+        return max(self.limit(now) - len(self._starts), 0)
+
+    def next_start(self, now: float) -> float:
+        self._trim(now)
+        return next_send_time(self._starts, now, self.limit(now), PACE_WINDOW_SECONDS)
+
+    async def turn(self) -> None:
+        """Wait until a send may start, and count it as started."""
+        loop = asyncio.get_running_loop()
+        while (wait := self.next_start(loop.time()) - loop.time()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)  # a deadline to wait for, not a condition to poll
+        self._starts.append(loop.time())
 
 
 class Dispatcher:
@@ -63,26 +91,41 @@ class Dispatcher:
         policy: RetryPolicy | None = None,
         owner: str | None = None,
         lease: timedelta = timedelta(seconds=30),
-        concurrency: int = 32,
+        max_in_flight: int = 256,
         idle_poll: float = 0.5,
         rand: Callable[[], float] = random.random,
         metrics: Metrics | None = None,
         heartbeat_every: float = HEARTBEAT_EVERY_SECONDS,
+        pair_pacing: PairPacing | None = None,
     ) -> None:
         self._db = db
-        self._cloud_api = cloud_api
         self._clock = clock
-        self._policy = policy or RetryPolicy()
         self.owner = owner or default_owner()
         self._lease = lease
-        self._concurrency = concurrency
+        self._max_in_flight = max_in_flight
         self._idle_poll = idle_poll
-        self._rand = rand
-        self._metrics = metrics
         self._heartbeat_every = heartbeat_every
+        self._runner = AttemptRunner(
+            db,
+            cloud_api,
+            clock=clock,
+            policy=policy or RetryPolicy(),
+            pair_pacing=pair_pacing or PairPacing(),
+            metrics=metrics,
+            rand=rand,
+            on_throttled=self._throttle,
+        )
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._paces: dict[str, SenderPace] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._renew_at = 0.0
         self.heartbeat: datetime | None = None
+
+    @property
+    def senders(self) -> frozenset[str]:
+        """The senders this dispatcher holds."""
+        return frozenset(self._paces)
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -91,263 +134,120 @@ class Dispatcher:
         self._stopping.set()
         self._wakeup.set()
 
+    def _throttle(self, sender_id: str) -> None:
+        if (pace := self._paces.get(sender_id)) is not None:
+            pace.slow_until = asyncio.get_running_loop().time() + THROTTLE_SECONDS
+            _log.warning("sender_throttled", sender_id=sender_id, max_mps=pace.limit(0.0))
+
     async def run(self) -> None:
-        """Claim and send until :meth:`stop`; a failing database only delays, never ends it."""
+        """Dispatch until :meth:`stop`; a failing database only delays, never ends it."""
         _log.info("dispatcher_started", owner=self.owner)
-        while not self._stopping.is_set():
-            self.heartbeat = self._clock()
-            try:
-                claimed = await self.run_once()
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
-                _log.error("dispatch_loop_error", error=repr(exc))
-                claimed = 0
-                await asyncio.sleep(1.0)
-            if claimed == 0 and not self._stopping.is_set():
-                await self._idle()
+        try:
+            while not self._stopping.is_set():
+                self.heartbeat = self._clock()
+                try:
+                    started, wait = await self._pump()
+                except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
+                    _log.error("dispatch_loop_error", error=repr(exc))
+                    started, wait = 0, 1.0
+                if started == 0 and not self._stopping.is_set():
+                    await self._idle(wait)
+        finally:
+            await self._drain()
         _log.info("dispatcher_stopped", owner=self.owner)
 
-    async def _idle(self) -> None:
-        """Wait ``idle_poll`` or until woken, beating meanwhile."""
+    async def run_once(self) -> int:
+        """One pass with fresh leases, waiting for the sends it started (tests, tools)."""
+        self._renew_at = 0.0
+        started, _ = await self._pump()
+        await self._wait_for_tasks()
+        return started
+
+    async def _pump(self) -> tuple[int, float]:
+        """Start what the paces allow; returns (sends started, how long to wait if none)."""
+        loop = asyncio.get_running_loop()
+        now = self._clock()
+        async with self._db.read() as conn:
+            due = await message_repo.due_senders(conn, now=now)
+        if due and (loop.time() >= self._renew_at or not set(due) <= set(self._paces)):
+            await self._renew_leases(now, due)
+        wait = self._idle_poll
+        started = 0
+        for sender_id in due:
+            pace = self._paces.get(sender_id)
+            free = self._max_in_flight - len(self._tasks)
+            if pace is None or free <= 0:
+                continue
+            room = min(pace.available(loop.time()), free)
+            if room == 0:
+                wait = min(wait, pace.next_start(loop.time()) - loop.time())
+                continue
+            async with self._db.write() as conn:
+                jobs = await message_repo.claim_due(
+                    conn,
+                    owner=self.owner,
+                    now=self._clock(),
+                    lease=self._lease,
+                    limit=room,
+                    skip_locked=not self._db.is_sqlite,
+                    sender_id=sender_id,
+                )
+            deadline = loop.time() + self._lease.total_seconds() * ATTEMPT_SHARE_OF_LEASE
+            for job in jobs:
+                self._start(job, pace, deadline)
+            started += len(jobs)
+        return started, max(wait, 0.001)
+
+    async def _renew_leases(self, now: datetime, due: list[str]) -> None:
+        wanted = sorted(set(due) | set(self._paces))
+        async with self._db.write() as conn:
+            held = await lease_repo.acquire(
+                conn, wanted, owner=self.owner, now=now, expires_at=now + self._lease
+            )
+        for sender_id in set(self._paces) - set(held):
+            del self._paces[sender_id]  # another dispatcher holds it now
+        for sender_id, max_mps in held.items():
+            pace = self._paces.setdefault(sender_id, SenderPace(max_mps))
+            pace.max_mps = max_mps
+        self._renew_at = asyncio.get_running_loop().time() + self._lease.total_seconds() / 3
+
+    def _start(self, job: OutboundJob, pace: SenderPace, deadline: float) -> None:
+        task = asyncio.create_task(self._runner.run(job, deadline=deadline, turn=pace.turn))
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            self._wakeup.set()  # a slot is free, and the pair's next message may be due
+
+        task.add_done_callback(done)
+
+    async def _idle(self, wait: float) -> None:
+        """Wait ``wait`` seconds or until woken, beating meanwhile."""
         self._wakeup.clear()
         loop = asyncio.get_running_loop()
-        until = loop.time() + self._idle_poll
+        until = loop.time() + wait
         while (left := until - loop.time()) > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), min(left, self._heartbeat_every))
                 return
             self.heartbeat = self._clock()
 
-    async def run_once(self) -> int:
-        """Claim as many due messages as can be sent at once, send them; returns how many were
-        claimed (a claimed message never waits for a free slot while its lease runs)."""
-        now = self._clock()
-        async with self._db.read() as conn:
-            if not await message_repo.any_due(conn, now=now):
-                return 0
-        async with self._db.write() as conn:
-            jobs = await message_repo.claim_due(
-                conn,
-                owner=self.owner,
-                now=now,
-                lease=self._lease,
-                limit=self._concurrency,
-                skip_locked=not self._db.is_sqlite,
-            )
-        deadline = asyncio.get_running_loop().time() + (
-            self._lease.total_seconds() * ATTEMPT_SHARE_OF_LEASE
-        )
-        tasks = [asyncio.create_task(self._guarded(job, deadline)) for job in jobs]
+    async def _wait_for_tasks(self) -> None:
+        while self._tasks:
+            self.heartbeat = self._clock()
+            await asyncio.wait(set(self._tasks), timeout=self._heartbeat_every)
+
+    async def _drain(self) -> None:
+        """On stop: let the sends in flight finish (each ends by its deadline), then give the
+        senders back so another dispatcher can take them at once."""
         try:
-            pending = set(tasks)
-            while pending:  # every attempt ends by the deadline: beating here is not lying
-                self.heartbeat = self._clock()
-                _, pending = await asyncio.wait(pending, timeout=self._heartbeat_every)
+            await self._wait_for_tasks()
         finally:
-            for task in tasks:  # cancelled ourselves: so are the attempts (as gather would)
+            for task in self._tasks:
                 task.cancel()
-        return len(jobs)
-
-    def _count(self, outcome: str, code: int | str | None = None) -> None:
-        """One Cloud API attempt, counted once its outcome is recorded."""
-        if self._metrics is not None:
-            self._metrics.cloud_api_call(outcome, code)
-
-    async def _guarded(self, job: OutboundJob, deadline: float) -> None:
-        with structlog.contextvars.bound_contextvars(
-            correlation_id=job.correlation_id, message_id=job.id, sender_id=job.sender_id
-        ):
             try:
-                async with asyncio.timeout_at(deadline):
-                    await self._dispatch(job)
-            except TimeoutError:
-                await self._on_unavailable(
-                    job, CloudApiUnavailable("attempt deadline", maybe_sent=True), latency=0.0
-                )
-            except Exception as exc:  # noqa: BLE001 - one bad job must not stall the others
-                _log.error("dispatch_error", error=repr(exc))
-                await self._record_crash(job, exc)
-
-    async def _record_crash(self, job: OutboundJob, exc: Exception) -> None:
-        """Count the failed attempt, so a message that always crashes us ends ``failed``."""
-        error = MessageError(
-            code="router_error",
-            title="Dispatch failed",
-            detail=type(exc).__name__,
-            source=ErrorSource.ROUTER,
-        )
-        try:
-            await self._retry_or_give_up(
-                job,
-                error,
-                {"outcome": "error", "error": type(exc).__name__},
-                now=self._clock(),
-                ambiguous=True,
-                count=False,
-            )
-        except Exception as again:  # noqa: BLE001 - its lease expires and it is claimed again
-            _log.error("dispatch_error_unrecorded", error=repr(again))
-        self._count("error")
-
-    async def _dispatch(self, job: OutboundJob) -> None:
-        now = self._clock()
-        if job.kind is not MessageKind.TEMPLATE:
-            async with self._db.read() as conn:
-                state = await contact_repo.window_state(conn, job.sender_id, job.wa_id)
-            if not window_open(state, now):
                 async with self._db.write() as conn:
-                    await message_repo.record_failed(
-                        conn, job, error=WINDOW_CLOSED_BEFORE_SEND, now=now, attempt=None
-                    )
-                _log.info("dispatch", outcome="failed", code=WINDOW_CLOSED_BEFORE_SEND.code)
-                return
-        started = time.perf_counter()
-        try:
-            result = await self._cloud_api.send(job.sender_id, job.payload)
-        except CloudApiStatusError as exc:
-            await self._on_status_error(job, exc, latency=time.perf_counter() - started)
-            return
-        except CloudApiUnavailable as exc:
-            await self._on_unavailable(job, exc, latency=time.perf_counter() - started)
-            return
-        latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        now = self._clock()
-        attempt = {
-            "outcome": "accepted",
-            "http_status": 200,
-            "wamid": result.wamid,
-            "latency_ms": latency_ms,
-        }
-        async with self._db.write() as conn:
-            held = await message_repo.record_accepted(
-                conn, job, wamid=result.wamid, now=now, attempt=attempt
-            )
-            await apply_parked(conn, wamid=result.wamid, now=now)
-        self._count("accepted")
-        if not held:
-            _log.warning("dispatch_lease_lost", wamid=result.wamid)
-            return
-        if self._metrics is not None:
-            self._metrics.accept_latency.observe(max((now - job.created_at).total_seconds(), 0.0))
-        _log.info(
-            "dispatch",
-            outcome="accepted",
-            wamid=result.wamid,
-            latency_ms=latency_ms,
-            attempts=job.attempts + 1,
-        )
-
-    async def _on_status_error(
-        self, job: OutboundJob, exc: CloudApiStatusError, *, latency: float
-    ) -> None:
-        now = self._clock()
-        kind = classify(exc.code, exc.http_status)
-        attempt: dict[str, Any] = {
-            "http_status": exc.http_status,
-            "code": exc.code,
-            "title": exc.title,
-            "fbtrace_id": exc.fbtrace_id,
-            "latency_ms": round(latency * 1000, 1),
-        }
-        error = MessageError(
-            code=exc.code if exc.code is not None else f"http_{exc.http_status}",
-            title=exc.title,
-            detail=exc.details,
-            source=ErrorSource.CLOUD_API,
-        )
-        if kind is ErrorClass.TRANSIENT:
-            await self._retry_or_give_up(job, error, attempt, now=now)
-            return
-        if kind is ErrorClass.SENDER_WIDE:
-            until = now + self._policy.sender_pause
-            attempt["outcome"] = "sender_paused"
-            async with self._db.write() as conn:
-                await key_repo.pause_sender(
-                    conn, job.sender_id, until=until, reason=f"{error.code}: {exc.title}"
-                )
-                await message_repo.record_retry(
-                    conn, job, next_attempt_at=until, now=now, attempt=attempt
-                )
-            self._count("sender_paused", exc.code)
-            _log.warning(
-                "dispatch",
-                outcome="sender_paused",
-                code=exc.code,
-                fbtrace_id=exc.fbtrace_id,
-                paused_until=until.isoformat(),
-            )
-            return
-        attempt["outcome"] = "failed"
-        async with self._db.write() as conn:
-            await message_repo.record_failed(conn, job, error=error, now=now, attempt=attempt)
-            if exc.code == RE_ENGAGEMENT:
-                await contact_repo.mark_window_closed(conn, job.sender_id, job.wa_id, now)
-        self._count("failed", exc.code)
-        _log.info("dispatch", outcome="failed", code=exc.code, fbtrace_id=exc.fbtrace_id)
-
-    async def _on_unavailable(
-        self, job: OutboundJob, exc: CloudApiUnavailable, *, latency: float
-    ) -> None:
-        attempt: dict[str, Any] = {
-            "http_status": None,
-            "code": None,
-            "title": exc.reason,
-            "maybe_sent": exc.maybe_sent,
-            "latency_ms": round(latency * 1000, 1),
-        }
-        error = MessageError(
-            code="cloud_api_unreachable",
-            title="Cloud API unreachable",
-            detail=exc.reason,
-            source=ErrorSource.ROUTER,
-        )
-        await self._retry_or_give_up(
-            job, error, attempt, now=self._clock(), ambiguous=exc.maybe_sent
-        )
-
-    async def _retry_or_give_up(
-        self,
-        job: OutboundJob,
-        error: MessageError,
-        attempt: dict[str, Any],
-        *,
-        now: datetime,
-        ambiguous: bool = False,
-        count: bool = True,
-    ) -> None:
-        """``count=False``: the caller counts the attempt under its own outcome."""
-        attempts = job.attempts + 1
-        if self._policy.gives_up(attempts=attempts, created_at=job.created_at, now=now):
-            attempt["outcome"] = "failed"
-            async with self._db.write() as conn:
-                await message_repo.record_failed(conn, job, error=error, now=now, attempt=attempt)
-            if count:
-                self._count("failed", attempt.get("code"))
-            _log.warning(
-                "dispatch",
-                outcome="failed",
-                code=error.code,
-                attempts=attempts,
-                reason="retries exhausted",
-            )
-            return
-        delay = self._policy.delay(attempts, self._rand())
-        if ambiguous:
-            # Meta may have accepted it: give its status webhook (which carries our id) time to
-            # arrive before sending again, rather than risk a duplicate.
-            delay = max(delay, self._policy.reconcile_after)
-        next_at = now + delay
-        attempt["outcome"] = "unknown" if ambiguous else "retry"
-        attempt["next_attempt_at"] = next_at.isoformat()
-        async with self._db.write() as conn:
-            await message_repo.record_retry(
-                conn, job, next_attempt_at=next_at, now=now, attempt=attempt
-            )
-        if count:
-            self._count(attempt["outcome"], attempt.get("code"))
-        _log.info(
-            "dispatch",
-            outcome=attempt["outcome"],
-            code=error.code,
-            attempts=attempts,
-            next_attempt_at=next_at.isoformat(),
-        )
+                    await lease_repo.release(conn, owner=self.owner)
+            except Exception as exc:  # noqa: BLE001 - the leases then simply expire
+                _log.warning("sender_leases_not_released", error=repr(exc))
+            self._paces.clear()

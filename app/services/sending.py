@@ -14,10 +14,12 @@ from adapters.db import messages as message_repo
 from adapters.db.engine import Database
 from app import ids
 from app.http.problems import ApiError
+from app.services import templates as template_service
 from app.services.directory import SenderDirectory
-from domain.content import Content, MessageKind, summary
+from domain.content import Content, MessageKind, Template, summary
 from domain.model import ApiKey, Message, StatusChange
 from domain.status import MessageStatus
+from domain.templates import TemplateRejected
 from domain.window import WindowClosed, decide_send
 
 TEMPLATES_URL = "/v1/whatsapp/templates"
@@ -27,7 +29,10 @@ def _rfc3339(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def outside_window(decision: WindowClosed) -> ApiError:
+def outside_window(
+    decision: WindowClosed, templates: list[dict[str, str]] | None = None
+) -> ApiError:
+    """The 422, with the sender's approved templates (name, language, category) to choose from."""
     if decision.last_inbound_at is None:
         detail = (
             "the customer has never written to this sender, so only a template can reach "
@@ -47,6 +52,7 @@ def outside_window(decision: WindowClosed) -> ApiError:
             "last_inbound_at": _rfc3339(decision.last_inbound_at),
             "window_closed_at": _rfc3339(decision.window_closed_at),
             "templates_url": TEMPLATES_URL,
+            "templates": templates or [],
         },
     )
 
@@ -143,7 +149,10 @@ class SendingService:
         if request.idempotency is not None:
             request_detail["idempotency_key"] = request.idempotency.key[:255]
         claim = request.idempotency
-        refusal: WindowClosed | None = None
+        refusal: WindowClosed | TemplateRejected | None = None
+        approved: list[dict[str, str]] = []
+        sender = (await self._senders.all()).get(sender_id)
+        waba_id = sender.waba_id if sender is not None else None
         async with self._db.write() as conn:
             if claim is not None:
                 client_id = request.key.client_id
@@ -166,11 +175,15 @@ class SendingService:
                 decision = decide_send(state, now)
                 if isinstance(decision, WindowClosed):
                     refusal = decision
+                    approved = await template_service.approved_templates(conn, waba_id)
                 else:
                     request_detail["window"] = {
                         "open": True,
                         "last_inbound_at": _rfc3339(decision.last_inbound_at),
                     }
+            elif isinstance(request.content, Template):
+                # Against the sender's synced catalog: a 422 now instead of a failure later.
+                refusal = await template_service.rejection(conn, waba_id, request.content)
             if refusal is None:
                 message = Message(
                     id=message_id,
@@ -215,28 +228,33 @@ class SendingService:
                     )
         if refusal is not None:
             await self._record_refusal(request, refusal, request_detail, now)
-            raise outside_window(refusal)
+            if isinstance(refusal, TemplateRejected):
+                raise ApiError(422, refusal.code, refusal.detail, param=refusal.param)
+            raise outside_window(refusal, approved)
         self._on_accepted()
         return Accepted(message_id=message_id, body=body, replayed=False)
 
     async def _record_refusal(
         self,
         request: SendRequest,
-        decision: WindowClosed,
+        decision: WindowClosed | TemplateRejected,
         detail: dict[str, object],
         now: datetime,
     ) -> None:
-        """Keep the window decision for the support trace (no message is stored)."""
-        detail = {
-            **detail,
-            "status_code": 422,
-            "code": "outside_service_window",
-            "window": {
-                "open": False,
-                "last_inbound_at": _rfc3339(decision.last_inbound_at),
-                "window_closed_at": _rfc3339(decision.window_closed_at),
-            },
-        }
+        """Keep the window (or catalog) decision for the support trace (no message is stored)."""
+        if isinstance(decision, TemplateRejected):
+            detail = {**detail, "status_code": 422, "code": decision.code}
+        else:
+            detail = {
+                **detail,
+                "status_code": 422,
+                "code": "outside_service_window",
+                "window": {
+                    "open": False,
+                    "last_inbound_at": _rfc3339(decision.last_inbound_at),
+                    "window_closed_at": _rfc3339(decision.window_closed_at),
+                },
+            }
         async with self._db.write() as conn:
             await message_repo.add_event(
                 conn,

@@ -1,5 +1,6 @@
-"""Ingesting Meta's webhooks: inbound messages open the window, statuses move messages on.
-The whole batch is one transaction, committed before we answer 200."""
+"""Ingesting Meta's webhooks: inbound messages open the window, statuses move messages on,
+template changes keep the catalog current. The whole batch is one transaction, committed before
+we answer 200."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from adapters.cloud_api.webhooks import (
 from adapters.db import contacts as contact_repo
 from adapters.db import messages as message_repo
 from adapters.db.engine import Database
+from app.services import templates as template_service
 from app.services.statuses import apply_parked, apply_status
 from domain.status import WEBHOOK_STATUSES, MessageStatus
 
@@ -44,6 +46,8 @@ class IngestReport:
     statuses_parked: int = 0
     ignored: int = 0
     skipped: int = 0
+    #: message_template_status_update and template_category_update changes applied.
+    template_updates: int = 0
     #: Seconds from accepted to delivered, for each message this batch moved to delivered.
     delivered_after: list[float] = field(default_factory=list)
 
@@ -62,6 +66,7 @@ class IngestReport:
             "status_parked": self.statuses_parked,
             "ignored": self.ignored,
             "skipped": self.skipped,
+            "template_update": self.template_updates,
         }
 
 
@@ -87,6 +92,17 @@ async def ingest(db: Database, payload: WebhookPayload, *, now: datetime) -> Ing
         for entry in payload.entry:
             for change in entry.changes:
                 value = change.value
+                if change.field in template_service.TEMPLATE_FIELDS and value is not None:
+                    outcome = await template_service.apply_change(
+                        conn, field=change.field, waba_id=entry.id, value=value, now=now
+                    )
+                    if outcome is template_service.Outcome.APPLIED:
+                        report.template_updates += 1
+                    elif outcome is template_service.Outcome.SKIPPED:
+                        report.skipped += 1
+                    else:
+                        report.ignored += 1
+                    continue
                 if change.field != "messages" or value is None:
                     report.ignored += 1
                     continue

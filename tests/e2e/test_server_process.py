@@ -52,11 +52,20 @@ def webhook(router: RouterProcess, body: bytes) -> httpx.Response:
     )
 
 
-def customer_writes(router: RouterProcess) -> None:
-    body = inbound_text_webhook(
-        phone_number_id=SENDER, wa_id=CUSTOMER, wamid=new_wamid(), text="hi", at=datetime.now(UTC)
-    )
-    assert webhook(router, body).status_code == 200
+def customer_writes(router: RouterProcess, *wa_ids: str) -> None:
+    for wa_id in wa_ids or (CUSTOMER,):
+        body = inbound_text_webhook(
+            phone_number_id=SENDER,
+            wa_id=wa_id,
+            wamid=new_wamid(),
+            text="hi",
+            at=datetime.now(UTC),
+        )
+        assert webhook(router, body).status_code == 200
+
+
+def customers(count: int) -> list[str]:
+    return [f"1415555{n:04d}" for n in range(count)]
 
 
 def wait_status(
@@ -188,18 +197,18 @@ def test_two_500s_then_success_ends_accepted_after_three_attempts(
     assert accepted["attempts"] == 3
 
 
-async def _send_batch(router: RouterProcess, headers: dict[str, str], count: int) -> list[str]:
+async def _send_batch(router: RouterProcess, headers: dict[str, str], to: list[str]) -> list[str]:
     limits = httpx.Limits(max_connections=8)
     async with httpx.AsyncClient(
         base_url=router.url, headers=headers, timeout=30, limits=limits
     ) as client:
         responses = await asyncio.gather(
             *(
-                client.post("/v1/whatsapp/messages", json={"to": "+14155552671", "text": f"#{i}"})
-                for i in range(count)
+                client.post("/v1/whatsapp/messages", json={"to": "+" + wa_id, "text": f"#{i}"})
+                for i, wa_id in enumerate(to)
             )
         )
-    assert [r.status_code for r in responses] == [202] * count
+    assert [r.status_code for r in responses] == [202] * len(to)
     return [r.json()["id"] for r in responses]
 
 
@@ -207,10 +216,12 @@ def test_kill_9_right_after_a_batch_of_202s_loses_nothing(
     router: RouterProcess, graph: FakeGraphProcess, tmp_path: Path
 ) -> None:
     headers = router.key()
-    customer_writes(router)
-    graph.script(delay=0.5)  # Meta is slow: most messages are still queued at the kill
+    to = customers(60)
+    customer_writes(router, *to)
+    router.cli("senders", "add", "--phone-number-id", SENDER, "--max-mps", "10")
+    graph.script(delay=0.5)  # a slow Meta, a slow sender: most are still queued at the kill
 
-    ids = asyncio.run(_send_batch(router, headers, 60))
+    ids = asyncio.run(_send_batch(router, headers, to))
     router.kill_9()
     with sqlite3.connect(tmp_path / "router.db") as db:
         on_disk = {row[0] for row in db.execute("SELECT id FROM messages")}

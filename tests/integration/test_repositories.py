@@ -53,6 +53,11 @@ def assert_same_utc(value: datetime | None, expected: datetime) -> None:
     assert value == expected
 
 
+def wa_of(message_id: str) -> str:
+    digits = "".join(c for c in message_id if c.isdigit()).rjust(4, "0")[-4:]
+    return WA_ID[:-4] + digits
+
+
 async def add_message(
     conn: AsyncConnection,
     message_id: str,
@@ -60,10 +65,13 @@ async def add_message(
     now: datetime = T0,
     client_id: str = "cli_a",
     sender_id: str = SENDER,
-    wa_id: str = WA_ID,
+    wa_id: str | None = None,
     kind: MessageKind = MessageKind.TEXT,
     metadata: dict[str, str] | None = None,
 ) -> None:
+    """Each message to its own contact unless ``wa_id`` is given (one conversation is served
+    strictly in order, one message at a time)."""
+    wa_id = wa_id or wa_of(message_id)
     await message_repo.insert_message(
         conn,
         message_id=message_id,
@@ -262,7 +270,7 @@ async def test_inserted_message_reads_back_as_queued_for_its_client_only(
         "msg_001",
         "cli_a",
         SENDER,
-        WA_ID,
+        wa_of("msg_001"),
     )
     assert message.kind is MessageKind.TEXT
     assert message.status is MessageStatus.QUEUED
@@ -304,11 +312,15 @@ async def test_claim_leases_due_messages_to_one_owner_until_the_lease_expires(
     job = first[0]
     assert (job.sender_id, job.wa_id, job.kind, job.attempts) == (
         SENDER,
-        WA_ID,
+        wa_of("msg_001"),
         MessageKind.TEXT,
         0,
     )
-    assert job.payload == {"messaging_product": "whatsapp", "to": "+" + WA_ID, "type": "text"}
+    assert job.payload == {
+        "messaging_product": "whatsapp",
+        "to": "+" + wa_of("msg_001"),
+        "type": "text",
+    }
     assert job.correlation_id == "corr-msg_001"
     assert_same_utc(job.created_at, T0)
     assert while_leased == []

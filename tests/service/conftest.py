@@ -34,6 +34,7 @@ class World:
     sending: SendingService
     dispatcher: Dispatcher
     key: ApiKey
+    cloud: CloudApiClient
 
     async def open_window(self, wa_id: str = CUSTOMER) -> None:
         from adapters.db import contacts as contact_repo
@@ -65,7 +66,6 @@ POLICY = RetryPolicy(
     cap=timedelta(seconds=60),
     max_attempts=4,
     max_age=timedelta(hours=1),
-    sender_pause=timedelta(minutes=10),
     reconcile_after=timedelta(seconds=30),
 )
 
@@ -90,4 +90,5 @@ async def world(db: Database) -> AsyncIterator[World]:
                 db, cloud, clock=clock, policy=POLICY, rand=lambda: 1.0, owner="test-dispatcher"
             ),
             key=created.key,
+            cloud=cloud,
         )

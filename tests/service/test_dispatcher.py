@@ -10,7 +10,7 @@ from adapters.db import messages as message_repo
 from app.services.dispatch import Dispatcher
 from domain.status import MessageStatus
 from tests.fakes import Scripted, meta_error
-from tests.service.conftest import CUSTOMER, SENDER, World
+from tests.service.conftest import CUSTOMER, POLICY, SENDER, World
 
 
 async def test_a_queued_message_is_sent_once_and_accepted(world: World) -> None:
@@ -103,9 +103,7 @@ async def test_an_expired_lease_makes_the_message_due_again(world: World) -> Non
     assert len(world.graph.requests) == 1
 
 
-async def test_a_sender_wide_error_pauses_the_sender_and_keeps_messages_queued(
-    world: World,
-) -> None:
+async def test_an_expired_token_pauses_the_sender_until_resumed(world: World) -> None:
     await world.open_window()
     await world.open_window("14155550000")
     first = await world.send_text()
@@ -116,22 +114,45 @@ async def test_a_sender_wide_error_pauses_the_sender_and_keeps_messages_queued(
 
     await world.dispatcher.run_once()
 
-    assert (await world.message(first.id)).status is MessageStatus.QUEUED
-    assert (await world.message(second.id)).status is MessageStatus.QUEUED
+    for message in (first, second):
+        stored = await world.message(message.id)
+        assert stored.status is MessageStatus.QUEUED
+        assert stored.attempts == 0  # not the message's fault
     async with world.db.read() as conn:
         sender = await key_repo.get_sender(conn, SENDER)
     assert sender is not None
-    assert sender.paused_until == world.clock.now + timedelta(minutes=10)
-    assert sender.pause_reason is not None
-    assert sender.pause_reason.startswith("190")
+    assert sender.paused_until is not None
+    assert sender.paused_until.year == 9999  # only a human can fix a token
+    assert sender.pause_reason == "190: Access token expired"
     calls = len(world.graph.requests)
-    world.clock.advance(minutes=5)
+    world.clock.advance(days=30)
     assert await world.dispatcher.run_once() == 0
-    world.clock.advance(minutes=6)
+    assert len(world.graph.requests) == calls
+
+    async with world.db.write() as conn:
+        assert await key_repo.resume_sender(conn, SENDER)
+    await world.open_window()
+    await world.open_window("14155550000")
     await world.dispatcher.run_once()
+
     assert (await world.message(first.id)).status is MessageStatus.ACCEPTED
     assert (await world.message(second.id)).status is MessageStatus.ACCEPTED
     assert len(world.graph.requests) == calls + 2
+
+
+async def test_a_spam_limit_pauses_the_sender_for_its_cool_down(world: World) -> None:
+    await world.open_window()
+    message = await world.send_text()
+    world.graph.then(meta_error(400, 131048, "Spam rate limit hit"))
+
+    await world.dispatcher.run_once()
+    world.clock.advance(minutes=59)
+    await world.open_window()
+    assert await world.dispatcher.run_once() == 0
+    world.clock.advance(minutes=1)
+    assert await world.dispatcher.run_once() == 1
+
+    assert (await world.message(message.id)).status is MessageStatus.ACCEPTED
 
 
 async def test_131047_fails_the_message_and_closes_the_window(world: World) -> None:
@@ -176,9 +197,7 @@ async def test_templates_go_out_with_the_window_closed(world: World) -> None:
 async def test_the_loop_wakes_on_new_messages_and_stops_cleanly(world: World) -> None:
     import asyncio
 
-    dispatcher = Dispatcher(
-        world.db, world.dispatcher._cloud_api, clock=world.clock, idle_poll=30.0
-    )
+    dispatcher = Dispatcher(world.db, world.cloud, clock=world.clock, idle_poll=30.0)
     await world.open_window()
     task = asyncio.create_task(dispatcher.run())
     await asyncio.sleep(0.05)
@@ -232,7 +251,7 @@ async def test_a_dispatch_that_crashes_is_counted_and_ends_failed(world: World) 
         world.db,
         Exploding(),
         clock=world.clock,  # type: ignore[arg-type]
-        policy=world.dispatcher._policy,
+        policy=POLICY,
         rand=lambda: 1.0,
     )
     await world.open_window()
@@ -273,7 +292,7 @@ async def test_a_slow_meta_never_makes_two_dispatchers_send_the_same_message(
             world.db,
             SlowMeta(),
             clock=real_clock,
-            policy=world.dispatcher._policy,
+            policy=POLICY,
             lease=timedelta(seconds=1.2),
             owner=name,
         )

@@ -1,0 +1,119 @@
+"""Per-conversation order, pair pacing and sender leases, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from adapters.db import contacts as contact_repo
+from adapters.db import keys as key_repo
+from adapters.db import leases as lease_repo
+from adapters.db import messages as message_repo
+from adapters.db.engine import Database
+from domain.model import ErrorSource, MessageError, Sender
+from tests.integration.test_repositories import SENDER, T0, add_message, at, claim, ids
+
+PAIR = "14155550001"
+
+
+async def test_one_conversation_goes_out_one_message_at_a_time_in_order(any_db: Database) -> None:
+    async with any_db.write() as conn:
+        for n in (1, 2, 3):
+            await add_message(conn, f"msg_00{n}", now=at(n), wa_id=PAIR)
+        await add_message(conn, "msg_009", now=at(9))  # another customer
+
+    first = await claim(any_db, "w", at(10))
+    assert ids(first) == ["msg_001", "msg_009"]
+    assert await claim(any_db, "w", at(11)) == []  # msg_002 waits for msg_001's wamid
+
+    async with any_db.write() as conn:
+        for job in first:
+            await message_repo.record_accepted(
+                conn, job, wamid="wamid." + job.id, now=at(12), attempt={"outcome": "accepted"}
+            )
+    second = await claim(any_db, "w", at(13))
+    assert ids(second) == ["msg_002"]
+
+    async with any_db.write() as conn:  # msg_002 backs off: msg_003 still waits behind it
+        await message_repo.record_retry(
+            conn, second[0], next_attempt_at=at(60), now=at(14), attempt={"outcome": "retry"}
+        )
+    assert await claim(any_db, "w", at(15)) == []
+    third_try = await claim(any_db, "w", at(60))
+    assert ids(third_try) == ["msg_002"]
+
+    async with any_db.write() as conn:  # a final failure lets the conversation go on
+        await message_repo.record_failed(
+            conn,
+            third_try[0],
+            now=at(61),
+            attempt={"outcome": "failed"},
+            error=MessageError(code=131026, title="x", detail=None, source=ErrorSource.CLOUD_API),
+        )
+    assert ids(await claim(any_db, "w", at(62))) == ["msg_003"]
+
+
+async def test_the_pairs_pace_holds_its_next_message(any_db: Database) -> None:
+    async with any_db.write() as conn:
+        await add_message(conn, "msg_001", wa_id=PAIR)
+        await contact_repo.set_pair_pace(conn, SENDER, PAIR, next_send_at=at(30), strikes=1)
+
+    assert await claim(any_db, "w", at(29)) == []
+    async with any_db.read() as conn:
+        assert await message_repo.due_senders(conn, now=at(29)) == []
+        assert await message_repo.due_senders(conn, now=at(30)) == [SENDER]
+    assert ids(await claim(any_db, "w", at(30))) == ["msg_001"]
+    async with any_db.read() as conn:
+        assert await contact_repo.pair_pace(conn, SENDER, PAIR) == (at(30), 1)
+
+
+async def test_a_claim_can_be_limited_to_one_sender(any_db: Database) -> None:
+    async with any_db.write() as conn:
+        await add_message(conn, "msg_001", sender_id=SENDER)
+        await add_message(conn, "msg_002", sender_id="106540352242923")
+    async with any_db.write() as conn:
+        jobs = await message_repo.claim_due(
+            conn,
+            owner="w",
+            now=at(5),
+            lease=timedelta(seconds=30),
+            limit=10,
+            skip_locked=not any_db.is_sqlite,
+            sender_id="106540352242923",
+        )
+    assert ids(jobs) == ["msg_002"]
+
+
+async def test_a_sender_is_leased_to_one_dispatcher_at_a_time(any_db: Database) -> None:
+    async with any_db.write() as conn:
+        await key_repo.upsert_sender(conn, Sender(phone_number_id=SENDER, max_mps=250), now=T0)
+    ttl = timedelta(seconds=30)
+
+    async def take(owner: str, now: datetime) -> dict[str, int]:
+        async with any_db.write() as conn:
+            return await lease_repo.acquire(
+                conn, [SENDER], owner=owner, now=now, expires_at=now + ttl
+            )
+
+    assert await take("a", at(0)) == {SENDER: 250}
+    assert await take("b", at(10)) == {}
+    assert await take("a", at(20)) == {SENDER: 250}  # renewed until at(50)
+    assert await take("b", at(45)) == {}
+    assert await take("b", at(50)) == {SENDER: 250}  # a died: b takes over
+    async with any_db.write() as conn:
+        await lease_repo.release(conn, owner="b")
+    assert await take("a", at(51)) == {SENDER: 250}
+    async with any_db.read() as conn:
+        assert await lease_repo.holders(conn, now=at(52)) == {SENDER: "a"}
+
+
+async def test_resuming_a_paused_sender(any_db: Database) -> None:
+    async with any_db.write() as conn:
+        await key_repo.upsert_sender(conn, Sender(phone_number_id=SENDER), now=T0)
+        await key_repo.pause_sender(
+            conn, SENDER, until=datetime(9999, 12, 31, tzinfo=UTC), reason="190: token"
+        )
+        assert await key_repo.resume_sender(conn, SENDER)
+        assert not await key_repo.resume_sender(conn, "404")
+        sender = await key_repo.get_sender(conn, SENDER)
+    assert sender is not None
+    assert (sender.paused_until, sender.pause_reason) == (None, None)
