@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.cloud_api.errors import CloudApiError
 from adapters.cloud_api.sandbox import SandboxCloudApi
@@ -334,7 +335,8 @@ def cmd_templates_sync(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _trace(settings: Settings, args: argparse.Namespace) -> None:
-    db = await _with_db(settings)
+    # A support read: it never migrates (the binary may be older or newer than the database).
+    db = Database(settings.database_url)
     try:
         trace = await correlation_trace(db, args.correlation_id)
     finally:
@@ -447,6 +449,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:
         print(f"wa-router: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        print(
+            f"wa-router: the database failed: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+            file=sys.stderr,
+        )
         return 1
 
 

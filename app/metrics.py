@@ -37,6 +37,9 @@ ACCEPT_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
 DELIVERY_BUCKETS = (1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
 
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -93,6 +96,8 @@ class Metrics:
             self.webhook_events.labels(kind)  # every kind is exposed, from 0
 
     def request(self, *, method: str, route: str | None, status: int) -> None:
+        # Any caller can send any method: only the standard ones become label values.
+        method = method if method in HTTP_METHODS else "other"
         self.requests.labels(method, route or UNMATCHED, str(status)).inc()
 
     def problem(self, *, method: str, route: str | None, status: int, code: str) -> None:

@@ -25,7 +25,7 @@ from app.services.directory import SenderDirectory
 from app.services.dispatch import Dispatcher
 from app.services.janitor import Janitor
 from app.services.keys import KEY_CACHE_TTL_SECONDS, KeyCache
-from app.services.ratelimit import Limits, RateLimiter
+from app.services.ratelimit import Limits, RateLimiter, store_for
 from app.services.readiness import ReadinessProbe
 from app.services.sandbox import ensure_sandbox, retire_sandbox
 from app.services.sending import SendingService
@@ -188,7 +188,7 @@ async def serving(
             on_accepted=dispatcher.wake if dispatcher else lambda: None,
         ),
         webhook_secret=webhook_secret(settings),
-        limiter=RateLimiter(db, Limits.from_settings(settings), clock=tuning.clock),
+        limiter=RateLimiter(store_for(db), Limits.from_settings(settings), clock=tuning.clock),
         metrics=metrics,
         readiness=ReadinessProbe(db, dispatcher=dispatcher, clock=tuning.clock),
         dispatcher=dispatcher,
@@ -198,7 +198,9 @@ async def serving(
         await ensure_sandbox(services)
     else:
         await retire_sandbox(services)
-    janitor = Janitor(db, clock=tuning.clock, every_seconds=tuning.janitor_every)
+    janitor = Janitor(
+        db, clock=tuning.clock, every_seconds=tuning.janitor_every, limiter=services.limiter
+    )
     tasks = [asyncio.create_task(janitor.run())]
     if dispatcher is not None:
         tasks.append(asyncio.create_task(dispatcher.run()))

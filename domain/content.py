@@ -29,6 +29,7 @@ METADATA_BYTES_MAX = 2048
 REPLY_TO_MAX = 512
 TEMPLATE_NAME_MAX = 512
 TEMPLATE_COMPONENTS_MAX = 20
+TEMPLATE_COMPONENT_DEPTH = 8  # component → parameters → parameter → image/currency → …
 
 _TEMPLATE_NAME = re.compile(r"[a-z0-9_]+")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(_[A-Za-z]{2,4})?")
@@ -229,6 +230,17 @@ def _buttons(
     )
 
 
+def _depth(value: object, level: int = 1) -> int:
+    """How deeply ``value`` nests (stops counting past the limit)."""
+    if level > TEMPLATE_COMPONENT_DEPTH:
+        return level
+    if isinstance(value, Mapping):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list | tuple):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level
+
+
 def template(*, name: str, language: str, components: Sequence[Mapping[str, Any]]) -> Template:
     if len(name) > TEMPLATE_NAME_MAX or not _TEMPLATE_NAME.fullmatch(name):
         raise ContentError("template.name", "lowercase letters, digits and _ (at most 512)")
@@ -237,6 +249,11 @@ def template(*, name: str, language: str, components: Sequence[Mapping[str, Any]
     if len(components) > TEMPLATE_COMPONENTS_MAX:
         raise ContentError("template.components", f"at most {TEMPLATE_COMPONENTS_MAX} components")
     for index, component in enumerate(components):
+        if _depth(component) > TEMPLATE_COMPONENT_DEPTH:
+            raise ContentError(
+                f"template.components[{index}]",
+                f"nested deeper than the Cloud API's shape ({TEMPLATE_COMPONENT_DEPTH} levels)",
+            )
         kind = component.get("type")
         if not isinstance(kind, str) or kind.lower() not in _TEMPLATE_COMPONENT_TYPES:
             raise ContentError(

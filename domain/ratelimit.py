@@ -67,11 +67,6 @@ def gcra(tat_ns: int | None, now_ns: int, quota: Quota) -> Verdict:
     )
 
 
-def peek(tat_ns: int | None, now_ns: int, quota: Quota) -> bool:
-    """Would one more request be allowed? (Nothing is spent.)"""
-    return gcra(tat_ns, now_ns, quota).allowed
-
-
 def tightest(verdicts: list[Verdict]) -> Verdict:
     """The verdict a client should hear: a refusal if any, else the fewest remaining."""
     refused = [v for v in verdicts if not v.allowed]

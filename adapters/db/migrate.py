@@ -51,6 +51,12 @@ async def upgrade_to_head(database: Database) -> None:
         await conn.run_sync(_upgrade, database.url)
 
 
+def known_revisions(url: str) -> frozenset[str]:
+    """Every revision the migrations shipped with this code know of."""
+    scripts = ScriptDirectory.from_config(alembic_config(url))
+    return frozenset(script.revision for script in scripts.walk_revisions())
+
+
 def head_revision(url: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -49,3 +49,9 @@ async def look(conn: AsyncConnection, subject: str, quota: Quota, *, now_ns: int
     """What one more request would meet, without spending anything."""
     stored = await _stored(conn, subject, [quota.name], lock=False)
     return gcra(stored.get(quota.name), now_ns, quota)
+
+
+async def sweep(conn: AsyncConnection, *, now_ns: int) -> int:
+    """Delete budgets that are whole again: a past arrival time is the same as no row."""
+    result = await conn.execute(delete(rate_limits).where(rate_limits.c.tat_ns < now_ns))
+    return int(result.rowcount or 0)

@@ -56,7 +56,13 @@ async def provide_api_key(
     secret = _presented_secret(request)
     key = await services.keys.authenticate(secret) if secret else None
     if key is None:
-        await limiter.auth_failed(address)
+        if (refused := await limiter.auth_failed(address)) is not None:
+            raise ApiError(
+                429,
+                "rate_limited",
+                "too many failed authentications from this address",
+                headers=refused,
+            )
         raise ApiError(
             INVALID_KEY.status, INVALID_KEY.code, INVALID_KEY.detail, headers=INVALID_KEY.headers
         )

@@ -10,10 +10,19 @@ import msgspec
 from litestar import Request
 
 from app.http.problems import ApiError
+from domain.phones import InvalidPhoneNumber, normalise_phone
 
 T = TypeVar("T")
 _AT = re.compile(r" - at `\$\.?(.*)`$")
 _FIELD = re.compile(r"field `([^`]*)`")
+
+
+def wa_id_of(raw: str, *, param: str = "to") -> str:
+    """The wa_id of a phone number from a request, or 422 naming the field."""
+    try:
+        return normalise_phone(raw)
+    except InvalidPhoneNumber as exc:
+        raise ApiError(422, "validation_failed", str(exc), param=param) from None
 
 
 def _is_json(content_type: str) -> bool:
@@ -47,5 +56,7 @@ async def decode_body(request: Request[Any, Any, Any], decoder: msgspec.json.Dec
         raise ApiError(422, "validation_failed", detail, param=param) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "the body is nested too deeply") from None
     except UnicodeDecodeError:
         raise ApiError(400, "malformed_json", "the body is not valid UTF-8") from None

@@ -9,25 +9,26 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import Parameter, QueryParameter
 
-from adapters.db import contacts as contact_repo
 from app.container import Services
 from app.http import docs
-from app.http.messages import wa_id_of
+from app.http.bodies import wa_id_of
 from app.http.openapi import SECURITY
 from app.http.schemas import ContactWindow, SenderId
+from app.services import reads
 from domain.model import ApiKey, Scope
-from domain.window import describe_window
 
 
 async def window_of(
     services: Services, key: ApiKey, *, sender_id: str | None, wa_id: str
 ) -> ContactWindow:
-    """The read use case behind the route (one repository read, so it lives here). The sender
-    is chosen exactly as for a send, so the answer is the one a send would meet."""
-    sender = await services.senders.resolve(key, sender_id)
-    async with services.db.read() as conn:
-        state = await contact_repo.window_state(conn, sender, wa_id)
-    view = describe_window(state, services.clock())
+    sender, view = await reads.contact_window(
+        services.db,
+        services.senders,
+        key,
+        sender_id=sender_id,
+        wa_id=wa_id,
+        now=services.clock(),
+    )
     return ContactWindow(
         sender_id=sender,
         wa_id=wa_id,

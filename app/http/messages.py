@@ -13,10 +13,10 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, Parameter, QueryParameter
 
-from adapters.db import messages as message_repo
+from adapters.db import listing
 from app.container import Services
 from app.http import docs
-from app.http.bodies import decode_body
+from app.http.bodies import decode_body, wa_id_of
 from app.http.openapi import SECURITY, json_body
 from app.http.problems import ApiError, correlation_of
 from app.http.schemas import (
@@ -27,10 +27,10 @@ from app.http.schemas import (
     SendTemplateRequest,
     StatusChangeOut,
 )
+from app.services import reads
 from app.services.sending import Accepted, IdempotencyClaim, SendRequest
 from domain import content
 from domain.model import ApiKey, Message, Scope
-from domain.phones import InvalidPhoneNumber, normalise_phone
 from domain.status import MessageStatus, is_final
 
 _send_decoder = msgspec.json.Decoder(SendMessageRequest)
@@ -77,14 +77,6 @@ def resource(message: Message) -> MessageResource:
         history=[StatusChangeOut(status=str(c.status), at=c.at) for c in message.history],
         metadata=message.metadata,
     )
-
-
-def wa_id_of(raw: str, *, param: str = "to") -> str:
-    """The wa_id of a phone number from a request, or 422 naming the field."""
-    try:
-        return normalise_phone(raw)
-    except InvalidPhoneNumber as exc:
-        raise ApiError(422, "validation_failed", str(exc), param=param) from None
 
 
 def _checked(build: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -165,17 +157,13 @@ def decode_cursor(cursor: str) -> str:
 async def page_of_messages(
     services: Services,
     key: ApiKey,
-    filters: message_repo.MessageFilter,
+    filters: listing.MessageFilter,
     *,
     cursor: str | None,
     limit: int,
 ) -> MessageList:
-    """The read use case behind the list route (a read of one repository, so it lives here)."""
     before = None if cursor is None else decode_cursor(cursor)
-    async with services.db.read() as conn:
-        page = await message_repo.list_messages(
-            conn, client_id=key.client_id, filters=filters, before_id=before, limit=limit
-        )
+    page = await reads.page_of_messages(services.db, key, filters, before_id=before, limit=limit)
     last = page.messages[-1].id if page.more and page.messages else None
     return MessageList(
         data=[resource(m) for m in page.messages],
@@ -301,7 +289,7 @@ class MessagesController(Controller):
     ) -> MessageList:
         """The client's messages, newest first, each as on the status route. Follow
         `next_cursor` (null on the last page) with the same filters to read further."""
-        filters = message_repo.MessageFilter(
+        filters = listing.MessageFilter(
             correlation_id=correlation_id,
             status=status,
             wa_id=None if to is None else wa_id_of(to),

@@ -39,7 +39,7 @@ class DispatcherCheck(msgspec.Struct, omit_defaults=True):
 class PausedSender(msgspec.Struct):
     sender_id: str
     paused_until: datetime
-    reason: str | None
+    code: str | None  # Meta's error code only: this route needs no key, so no error texts
 
 
 class SendersCheck(msgspec.Struct):
@@ -68,7 +68,11 @@ class NotReadyProblem(Problem, omit_defaults=True):
 def _checks(ready: Readiness) -> Checks:
     age = ready.heartbeat_age
     return Checks(
-        database=DatabaseCheck(ok=ready.database_ok, detail=ready.database_error),
+        database=DatabaseCheck(
+            ok=ready.writable,
+            detail=ready.database_error
+            or ("read-only (a standby in recovery)" if ready.read_only else None),
+        ),
         migrations=MigrationsCheck(
             ok=ready.migrations_ok, revision=ready.revision, head=ready.head
         ),
@@ -84,7 +88,7 @@ def _checks(ready: Readiness) -> Checks:
                 PausedSender(
                     sender_id=s.phone_number_id,
                     paused_until=s.paused_until,
-                    reason=s.pause_reason,
+                    code=(s.pause_reason or "").split(":", 1)[0] or None,
                 )
                 for s in ready.paused
                 if s.paused_until is not None

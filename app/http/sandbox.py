@@ -10,8 +10,7 @@ from litestar.di import NamedDependency
 
 from app.container import Services
 from app.http import docs
-from app.http.bodies import decode_body
-from app.http.messages import wa_id_of
+from app.http.bodies import decode_body, wa_id_of
 from app.http.openapi import SECURITY, json_body
 from app.http.problems import ApiError
 from app.http.schemas import SandboxInboundRequest, SandboxInboundResponse

@@ -15,7 +15,7 @@ import structlog
 from adapters.cloud_api.errors import CloudApiStatusError, CloudApiUnavailable
 from adapters.db import contacts as contact_repo
 from adapters.db import keys as key_repo
-from adapters.db import messages as message_repo
+from adapters.db import outbox
 from adapters.db.engine import Database
 from app.metrics import Metrics
 from app.services.statuses import apply_parked
@@ -124,9 +124,7 @@ class AttemptRunner:
 
     async def _fail_before_send(self, job: OutboundJob, error: MessageError) -> None:
         async with self._db.write() as conn:
-            await message_repo.record_failed(
-                conn, job, error=error, now=self._clock(), attempt=None
-            )
+            await outbox.record_failed(conn, job, error=error, now=self._clock(), attempt=None)
         _log.info("dispatch", outcome="failed", code=error.code)
 
     async def _attempt(self, job: OutboundJob, turn: Callable[[], Awaitable[None]]) -> None:
@@ -159,7 +157,7 @@ class AttemptRunner:
             "latency_ms": latency_ms,
         }
         async with self._db.write() as conn:
-            held = await message_repo.record_accepted(
+            held = await outbox.record_accepted(
                 conn, job, wamid=result.wamid, now=now, attempt=attempt
             )
             await apply_parked(conn, wamid=result.wamid, now=now)
@@ -215,7 +213,7 @@ class AttemptRunner:
         else:
             attempt["outcome"] = "failed"
             async with self._db.write() as conn:
-                await message_repo.record_failed(conn, job, error=error, now=now, attempt=attempt)
+                await outbox.record_failed(conn, job, error=error, now=now, attempt=attempt)
                 if exc.code == RE_ENGAGEMENT:
                     await contact_repo.mark_window_closed(conn, job.sender_id, job.wa_id, now)
             self._count("failed", exc.code)
@@ -241,9 +239,7 @@ class AttemptRunner:
             )
             attempt["outcome"] = "retry"
             attempt["next_attempt_at"] = until.isoformat()
-            await message_repo.record_retry(
-                conn, job, next_attempt_at=until, now=now, attempt=attempt
-            )
+            await outbox.record_retry(conn, job, next_attempt_at=until, now=now, attempt=attempt)
         self._count("retry", PAIR_RATE_LIMIT)
         _log.info(
             "dispatch",
@@ -265,7 +261,7 @@ class AttemptRunner:
                 conn, job.sender_id, until=until, reason=f"{error.code}: {error.title}"
             )
             # Not the message's fault: its attempt is recorded, not counted against it.
-            await message_repo.record_retry(
+            await outbox.record_retry(
                 conn, job, next_attempt_at=now, now=now, attempt=attempt, count_attempt=False
             )
         self._count("sender_paused", code)
@@ -311,7 +307,7 @@ class AttemptRunner:
         if self._policy.gives_up(attempts=attempts, created_at=job.created_at, now=now):
             attempt["outcome"] = "failed"
             async with self._db.write() as conn:
-                await message_repo.record_failed(conn, job, error=error, now=now, attempt=attempt)
+                await outbox.record_failed(conn, job, error=error, now=now, attempt=attempt)
             if count:
                 self._count("failed", attempt.get("code"))
             _log.warning(
@@ -331,9 +327,7 @@ class AttemptRunner:
         attempt["outcome"] = "unknown" if ambiguous else "retry"
         attempt["next_attempt_at"] = next_at.isoformat()
         async with self._db.write() as conn:
-            await message_repo.record_retry(
-                conn, job, next_attempt_at=next_at, now=now, attempt=attempt
-            )
+            await outbox.record_retry(conn, job, next_attempt_at=next_at, now=now, attempt=attempt)
         if count:
             self._count(attempt["outcome"], attempt.get("code"))
         _log.info(

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from adapters.db import leases as lease_repo
-from adapters.db import messages as message_repo
+from adapters.db import outbox
 from adapters.db.engine import Database
 from app import ids
 from app.metrics import Metrics
@@ -168,7 +168,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         now = self._clock()
         async with self._db.read() as conn:
-            due = await message_repo.due_senders(conn, now=now)
+            due = await outbox.due_senders(conn, now=now)
         if due and (loop.time() >= self._renew_at or not set(due) <= set(self._paces)):
             await self._renew_leases(now, due)
         wait = self._idle_poll
@@ -183,7 +183,7 @@ class Dispatcher:
                 wait = min(wait, pace.next_start(loop.time()) - loop.time())
                 continue
             async with self._db.write() as conn:
-                jobs = await message_repo.claim_due(
+                jobs = await outbox.claim_due(
                     conn,
                     owner=self.owner,
                     now=self._clock(),

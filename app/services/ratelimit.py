@@ -7,11 +7,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from adapters.db import ratelimits as repo
 from adapters.db.engine import Database
 from app.settings import Settings
-from domain.ratelimit import NS, Quota, Verdict, per_hour, per_minute, tightest
+from domain.ratelimit import NS, Quota, Verdict, gcra, per_hour, per_minute, tightest
 
 AUTH_FAILURES_PER_MINUTE = 30
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -54,9 +55,69 @@ def headers(verdict: Verdict, quotas: tuple[Quota, ...], now: datetime) -> dict[
     return out
 
 
-class RateLimiter:
-    def __init__(self, db: Database, limits: Limits, *, clock: Callable[[], datetime]) -> None:
+class GcraStore(Protocol):
+    """Where the theoretical arrival times live."""
+
+    async def spend(
+        self, subject: str, quotas: tuple[Quota, ...], *, now_ns: int
+    ) -> list[Verdict]: ...
+
+    async def look(self, subject: str, quota: Quota, *, now_ns: int) -> Verdict: ...
+
+    async def sweep(self, *, now_ns: int) -> int: ...
+
+
+class DatabaseStore:
+    """PostgreSQL: shared by every API process, so a budget holds across replicas."""
+
+    def __init__(self, db: Database) -> None:
         self._db = db
+
+    async def spend(self, subject: str, quotas: tuple[Quota, ...], *, now_ns: int) -> list[Verdict]:
+        async with self._db.write() as conn:
+            return await repo.spend(conn, subject, quotas, now_ns=now_ns)
+
+    async def look(self, subject: str, quota: Quota, *, now_ns: int) -> Verdict:
+        async with self._db.read() as conn:
+            return await repo.look(conn, subject, quota, now_ns=now_ns)
+
+    async def sweep(self, *, now_ns: int) -> int:
+        async with self._db.write() as conn:
+            return await repo.sweep(conn, now_ns=now_ns)
+
+
+class MemoryStore:
+    """SQLite: one box, one HTTP process (the only kind of deployment SQLite supports), so the
+    state lives in memory and a request does not pay a durable write for its budget. Nothing
+    awaits between reading and writing a budget, so concurrent requests cannot overspend."""
+
+    def __init__(self) -> None:
+        self._tats: dict[tuple[str, str], int] = {}
+
+    async def spend(self, subject: str, quotas: tuple[Quota, ...], *, now_ns: int) -> list[Verdict]:
+        verdicts = [gcra(self._tats.get((subject, q.name)), now_ns, q) for q in quotas]
+        if all(v.allowed for v in verdicts):
+            for verdict in verdicts:
+                self._tats[(subject, verdict.quota.name)] = verdict.tat_ns
+        return verdicts
+
+    async def look(self, subject: str, quota: Quota, *, now_ns: int) -> Verdict:
+        return gcra(self._tats.get((subject, quota.name)), now_ns, quota)
+
+    async def sweep(self, *, now_ns: int) -> int:
+        stale = [key for key, tat in self._tats.items() if tat < now_ns]
+        for key in stale:
+            del self._tats[key]
+        return len(stale)
+
+
+def store_for(db: Database) -> GcraStore:
+    return MemoryStore() if db.is_sqlite else DatabaseStore(db)
+
+
+class RateLimiter:
+    def __init__(self, store: GcraStore, limits: Limits, *, clock: Callable[[], datetime]) -> None:
+        self._store = store
         self.limits = limits
         self._clock = clock
 
@@ -68,20 +129,25 @@ class RateLimiter:
         self, subject: str, quotas: tuple[Quota, ...]
     ) -> tuple[Verdict, dict[str, str]]:
         now, now_ns = self._now_ns()
-        async with self._db.write() as conn:
-            verdicts = await repo.spend(conn, subject, quotas, now_ns=now_ns)
-        verdict = tightest(verdicts)
+        verdict = tightest(await self._store.spend(subject, quotas, now_ns=now_ns))
         return verdict, headers(verdict, quotas, now)
 
     async def auth_blocked(self, address: str) -> dict[str, str] | None:
         """Headers of a 429 if this address has failed authentication too often."""
         now, now_ns = self._now_ns()
         quota = self.limits.auth_failures
-        async with self._db.read() as conn:
-            verdict = await repo.look(conn, "ip:" + address, quota, now_ns=now_ns)
+        verdict = await self._store.look("ip:" + address, quota, now_ns=now_ns)
         return None if verdict.allowed else headers(verdict, (quota,), now)
 
-    async def auth_failed(self, address: str) -> None:
+    async def auth_failed(self, address: str) -> dict[str, str] | None:
+        """Count a failed authentication; headers of a 429 once the address is over budget
+        (concurrent guesses are decided by this atomic spend, not by the earlier look)."""
+        now, now_ns = self._now_ns()
+        quota = self.limits.auth_failures
+        [verdict] = await self._store.spend("ip:" + address, (quota,), now_ns=now_ns)
+        return None if verdict.allowed else headers(verdict, (quota,), now)
+
+    async def sweep(self) -> int:
+        """Forget budgets that are whole again (a past arrival time is the same as none)."""
         _, now_ns = self._now_ns()
-        async with self._db.write() as conn:
-            await repo.spend(conn, "ip:" + address, (self.limits.auth_failures,), now_ns=now_ns)
+        return await self._store.sweep(now_ns=now_ns)

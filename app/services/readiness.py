@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.db import keys as key_repo
 from adapters.db.engine import Database, DatabaseError
-from adapters.db.migrate import current_revision, head_revision
+from adapters.db.migrate import current_revision, head_revision, known_revisions
 from app.services.dispatch import HEARTBEAT_EVERY_SECONDS, Dispatcher
 from domain.model import Sender
 
@@ -33,6 +34,8 @@ class Readiness:
     database_error: str | None  # None: the database answered
     revision: str | None
     head: str | None
+    known: frozenset[str]  # revisions this code ships
+    read_only: bool  # PostgreSQL in recovery (a standby after a failover): no write would work
     embedded: bool  # the dispatcher runs in this process
     heartbeat: datetime | None
     paused: tuple[Sender, ...]
@@ -43,7 +46,17 @@ class Readiness:
 
     @property
     def migrations_ok(self) -> bool:
-        return self.database_ok and self.revision == self.head
+        """At head, or ahead of this code (a newer release migrated during a rolling deploy:
+        the old processes keep serving). Behind head, this code's queries may fail."""
+        if not self.database_ok:
+            return False
+        return self.revision == self.head or (
+            self.revision is not None and self.revision not in self.known
+        )
+
+    @property
+    def writable(self) -> bool:
+        return self.database_ok and not self.read_only
 
     @property
     def heartbeat_age(self) -> timedelta | None:
@@ -59,7 +72,7 @@ class Readiness:
     @property
     def failed(self) -> list[str]:
         checks = {
-            "database": self.database_ok,
+            "database": self.writable,
             "migrations": self.migrations_ok,
             "dispatcher": self.dispatcher_ok,
         }
@@ -74,20 +87,25 @@ class ReadinessProbe:
         self._dispatcher = dispatcher
         self._clock = clock
         self._head: str | None = None
+        self._known: frozenset[str] = frozenset()
 
     async def check(self) -> Readiness:
         if self._head is None:
             # The migrations shipped with this code: read from disk once.
             self._head = await asyncio.to_thread(head_revision, self._db.url)
+            self._known = await asyncio.to_thread(known_revisions, self._db.url)
         now = self._clock()
         error: str | None = None
         revision: str | None = None
+        read_only = False
         senders: list[Sender] = []
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
                 await self._db.ping()
                 async with self._db.read() as conn:
                     revision = await current_revision(conn)
+                    if conn.dialect.name == "postgresql":
+                        read_only = bool(await conn.scalar(text("SELECT pg_is_in_recovery()")))
                     if revision == self._head:  # else the senders table may not be there yet
                         senders = await key_repo.list_senders(conn)
         except TimeoutError:
@@ -101,6 +119,8 @@ class ReadinessProbe:
             database_error=error,
             revision=revision,
             head=self._head,
+            known=self._known,
+            read_only=read_only,
             embedded=self._dispatcher is not None,
             heartbeat=self._dispatcher.heartbeat if self._dispatcher else None,
             paused=tuple(s for s in senders if s.paused_until and s.paused_until > now),

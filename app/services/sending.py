@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from adapters.cloud_api.payloads import message_payload
 from adapters.db import contacts as contact_repo
 from adapters.db import idempotency as idempotency_repo
@@ -96,6 +98,48 @@ def in_progress() -> ApiError:
     )
 
 
+def _replayed(stored: idempotency_repo.StoredResponse, claim: IdempotencyClaim) -> Accepted:
+    if stored.fingerprint != claim.fingerprint:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+            param="Idempotency-Key",
+        )
+    return Accepted(message_id=stored.message_id, body=stored.body.encode(), replayed=True)
+
+
+async def _record_refusal(
+    conn: AsyncConnection,
+    request: SendRequest,
+    decision: WindowClosed | TemplateRejected,
+    detail: dict[str, object],
+    now: datetime,
+) -> None:
+    """Keep the window (or catalog) decision for the support trace (no message is stored)."""
+    if isinstance(decision, TemplateRejected):
+        detail = {**detail, "status_code": 422, "code": decision.code}
+    else:
+        detail = {
+            **detail,
+            "status_code": 422,
+            "code": "outside_service_window",
+            "window": {
+                "open": False,
+                "last_inbound_at": _rfc3339(decision.last_inbound_at),
+                "window_closed_at": _rfc3339(decision.window_closed_at),
+            },
+        }
+    await message_repo.add_event(
+        conn,
+        message_id=None,
+        correlation_id=request.correlation_id,
+        at=now,
+        kind=message_repo.EventKind.REQUEST,
+        detail=detail,
+    )
+
+
 class SendingService:
     def __init__(
         self,
@@ -118,6 +162,15 @@ class SendingService:
         stored response commit in one transaction; a concurrent duplicate gets 409."""
         sender_id = await self._senders.resolve(request.key, request.sender_id)
         claim = request.idempotency
+        if claim is not None:
+            # A retry after completion is answered from a read, without the write lock or the
+            # in-flight slot (so concurrent retries all get the replay, not 409).
+            async with self._db.read() as conn:
+                stored = await idempotency_repo.find(
+                    conn, request.key.client_id, claim.key, now=self._clock()
+                )
+            if stored is not None:
+                return _replayed(stored, claim)
         slot = None if claim is None else (request.key.client_id, claim.key)
         if slot is not None:
             if slot in self._inflight:
@@ -130,14 +183,6 @@ class SendingService:
                 self._inflight.discard(slot)
 
     async def _accept(self, request: SendRequest, sender_id: str) -> Accepted:
-        now = self._clock()
-        message_id = ids.message_id()
-        payload = message_payload(
-            request.content,
-            wa_id=request.wa_id,
-            reply_to=request.reply_to,
-            callback_data=message_id,
-        )
         request_detail: dict[str, object] = {
             "route": request.route,
             "client_id": request.key.client_id,
@@ -147,29 +192,30 @@ class SendingService:
             "summary": summary(request.content),
         }
         if request.idempotency is not None:
-            request_detail["idempotency_key"] = request.idempotency.key[:255]
+            request_detail["idempotency_key"] = request.idempotency.key
         claim = request.idempotency
         refusal: WindowClosed | TemplateRejected | None = None
         approved: list[dict[str, str]] = []
         sender = (await self._senders.all()).get(sender_id)
         waba_id = sender.waba_id if sender is not None else None
         async with self._db.write() as conn:
+            # The time and the id are taken under the write lock, so on SQLite id order is
+            # commit order (a newest-first poller never misses a late commit).
+            now = self._clock()
+            message_id = ids.message_id()
+            payload = message_payload(
+                request.content,
+                wa_id=request.wa_id,
+                reply_to=request.reply_to,
+                callback_data=message_id,
+            )
             if claim is not None:
                 client_id = request.key.client_id
                 if not await idempotency_repo.try_lock(conn, client_id, claim.key):
                     raise in_progress()
                 stored = await idempotency_repo.find(conn, client_id, claim.key, now=now)
                 if stored is not None:
-                    if stored.fingerprint != claim.fingerprint:
-                        raise ApiError(
-                            422,
-                            "idempotency_key_reused",
-                            "this Idempotency-Key was used for a different request",
-                            param="Idempotency-Key",
-                        )
-                    return Accepted(
-                        message_id=stored.message_id, body=stored.body.encode(), replayed=True
-                    )
+                    return _replayed(stored, claim)
             if request.content.kind is not MessageKind.TEMPLATE:
                 state = await contact_repo.window_state(conn, sender_id, request.wa_id)
                 decision = decide_send(state, now)
@@ -226,44 +272,14 @@ class SendingService:
                         now=now,
                         expires_at=now + IDEMPOTENCY_TTL,
                     )
+            else:
+                await _record_refusal(conn, request, refusal, request_detail, now)
         if refusal is not None:
-            await self._record_refusal(request, refusal, request_detail, now)
             if isinstance(refusal, TemplateRejected):
                 raise ApiError(422, refusal.code, refusal.detail, param=refusal.param)
             raise outside_window(refusal, approved)
         self._on_accepted()
         return Accepted(message_id=message_id, body=body, replayed=False)
-
-    async def _record_refusal(
-        self,
-        request: SendRequest,
-        decision: WindowClosed | TemplateRejected,
-        detail: dict[str, object],
-        now: datetime,
-    ) -> None:
-        """Keep the window (or catalog) decision for the support trace (no message is stored)."""
-        if isinstance(decision, TemplateRejected):
-            detail = {**detail, "status_code": 422, "code": decision.code}
-        else:
-            detail = {
-                **detail,
-                "status_code": 422,
-                "code": "outside_service_window",
-                "window": {
-                    "open": False,
-                    "last_inbound_at": _rfc3339(decision.last_inbound_at),
-                    "window_closed_at": _rfc3339(decision.window_closed_at),
-                },
-            }
-        async with self._db.write() as conn:
-            await message_repo.add_event(
-                conn,
-                message_id=None,
-                correlation_id=request.correlation_id,
-                at=now,
-                kind=message_repo.EventKind.REQUEST,
-                detail=detail,
-            )
 
     async def get(self, message_id: str, *, key: ApiKey) -> Message:
         async with self._db.read() as conn:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from adapters.db import listing
 from adapters.db import messages as message_repo
 from adapters.db.engine import Database
 from app.ids import CORRELATION_ID
@@ -79,7 +80,7 @@ def _pick(source: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     return {f: clip(source[f]) for f in fields if f in source and _scalar(source[f])}
 
 
-def _request_detail(event: message_repo.StoredEvent) -> dict[str, Any]:
+def _request_detail(event: listing.StoredEvent) -> dict[str, Any]:
     source = dict(event.detail)
     if event.client_name is not None:
         source["client_name"] = event.client_name
@@ -93,7 +94,7 @@ def _request_detail(event: message_repo.StoredEvent) -> dict[str, Any]:
     return detail
 
 
-def _status_detail(event: message_repo.StoredEvent) -> dict[str, Any]:
+def _status_detail(event: listing.StoredEvent) -> dict[str, Any]:
     detail: dict[str, Any] = {"status": event.status, "applied": bool(event.applied)}
     detail.update(_pick(event.detail, _STATUS_FIELDS))
     error = event.detail.get("error")
@@ -102,7 +103,7 @@ def _status_detail(event: message_repo.StoredEvent) -> dict[str, Any]:
     return detail
 
 
-def _detail(event: message_repo.StoredEvent) -> dict[str, Any]:
+def _detail(event: listing.StoredEvent) -> dict[str, Any]:
     if event.kind == message_repo.EventKind.REQUEST:
         return _request_detail(event)
     if event.kind == message_repo.EventKind.ATTEMPT:
@@ -113,7 +114,7 @@ def _detail(event: message_repo.StoredEvent) -> dict[str, Any]:
     return {k: clip(v) for k, v in event.detail.items() if _scalar(v)}
 
 
-def _order(event: message_repo.StoredEvent) -> tuple[datetime, int]:
+def _order(event: listing.StoredEvent) -> tuple[datetime, int]:
     """Time order at whole seconds, then the order the router recorded the events: Meta's
     webhook timestamps are whole seconds, so a `delivered` report stamped 12:00:00 must not
     sort before the attempt that got the wamid at 12:00:00.4."""
@@ -125,7 +126,7 @@ async def correlation_trace(db: Database, correlation_id: str) -> Trace | None:
     if not CORRELATION_ID.fullmatch(correlation_id):
         return None  # never adopted as a correlation id, so nothing can be recorded under it
     async with db.read() as conn:
-        stored = await message_repo.events_of_correlation(
+        stored = await listing.events_of_correlation(
             conn, correlation_id, limit=MAX_TRACE_EVENTS + 1
         )
     if not stored:

@@ -308,3 +308,32 @@ async def test_client_correlation_ids_are_adopted_when_valid(router: Router) -> 
     assert adopted.json()["correlation_id"] == "crm:order-991.retry_2"
     assert replaced.headers["x-correlation-id"] != "bad id with spaces"
     assert replaced.json()["correlation_id"] == replaced.headers["x-correlation-id"]
+
+
+@pytest.mark.parametrize(
+    ("depth", "status", "code"),
+    [
+        (9, 422, "validation_failed"),
+        (2_000, 400, "malformed_json"),
+        (50_000, 413, "payload_too_large"),
+    ],
+)
+async def test_deeply_nested_template_components_are_refused(
+    router: Router, depth: int, status: int, code: str
+) -> None:
+    await router.sender()
+    headers = await router.key()
+    nested = '{"a": ' * depth + "1" + "}" * depth
+    body = (
+        '{"to": "+14155552671", "template": {"name": "t", "language": "en", '
+        '"components": [{"type": "body", "parameters": [' + nested + "]}]}}"
+    ).encode()
+
+    response = await router.client.post(
+        "/v1/whatsapp/templates",
+        content=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+
+    assert_problem(response, status, code)
+    assert await router.stored_messages() == 0

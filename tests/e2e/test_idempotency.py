@@ -154,3 +154,14 @@ async def test_fifty_concurrent_identical_requests_create_one_message(any_router
     await any_router.wait_for(accepted[0].json()["id"], headers, "accepted")
     assert await any_router.stored_messages() == 1
     assert len(any_router.graph.requests) == 1
+
+
+async def test_concurrent_retries_after_completion_all_get_the_replay(any_router: Router) -> None:
+    headers = await _ready(any_router)
+    first = await _post(any_router, headers, "done-1")
+
+    retries = await asyncio.gather(*(_post(any_router, headers, "done-1") for _ in range(20)))
+
+    assert {r.status_code for r in retries} == {202}
+    assert {r.headers["idempotent-replayed"] for r in retries} == {"true"}
+    assert {r.content for r in retries} == {first.content}

@@ -100,6 +100,16 @@ async def test_readyz_is_not_ready_while_the_schema_is_behind_the_code(router: R
     assert problem["checks"]["dispatcher"]["ok"] is True
 
 
+async def test_readyz_stays_ready_when_a_newer_release_migrated_ahead(router: Router) -> None:
+    async with router.services.db.write() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+
+    response = await router.client.get("/readyz")
+
+    assert response.status_code == 200
+    assert response.json()["checks"]["migrations"]["revision"] == "9999_future"
+
+
 async def test_readyz_is_not_ready_once_the_embedded_dispatcher_stops_beating(
     tmp_path: Path,
 ) -> None:
@@ -150,7 +160,8 @@ async def test_readyz_lists_a_paused_sender_and_stays_ready(router: Router) -> N
     assert response.status_code == 200
     [paused] = response.json()["checks"]["senders"]["paused"]
     assert paused["sender_id"] == SENDER
-    assert paused["reason"].startswith("368")
+    assert paused["code"] == "368"
+    assert "reason" not in paused
     assert datetime.fromisoformat(paused["paused_until"]) > datetime.now(UTC)
 
 
@@ -232,3 +243,35 @@ async def test_queue_depth_and_oldest_age_per_sender(tmp_path: Path) -> None:
     assert value(samples, "wa_router_queue_depth", sender_id=OTHER_SENDER) == 0
     assert value(samples, "wa_router_queue_oldest_age_seconds", sender_id=OTHER_SENDER) == 0
     assert CUSTOMER not in str(samples)  # recipients never become labels
+
+
+async def test_unknown_methods_do_not_grow_the_request_metric(router: Router) -> None:
+    for method in ("FOO123", "BAR456", "GET"):
+        await router.client.request(method, "/v1/no-such-route")
+
+    samples = await scrape(router)
+
+    methods = {
+        dict(labels)["method"]
+        for (name, labels) in samples
+        if name == "wa_router_http_requests_total"
+    }
+    assert "FOO123" not in methods
+    assert (
+        value(
+            samples,
+            "wa_router_http_requests_total",
+            method="other",
+            route="unmatched",
+            status="405",
+        )
+        is not None
+        or value(
+            samples,
+            "wa_router_http_requests_total",
+            method="other",
+            route="unmatched",
+            status="404",
+        )
+        is not None
+    )

@@ -130,3 +130,15 @@ async def test_failed_authentication_is_limited_per_address(limited: Router) -> 
     assert_problem(blocked, 429, "rate_limited")
     assert int(blocked.headers["retry-after"]) >= 1
     assert_problem(even_good, 429, "rate_limited")
+
+
+async def test_concurrent_guesses_are_answered_by_the_atomic_budget(limited: Router) -> None:
+    import asyncio
+
+    answers = await asyncio.gather(
+        *(limited.send({"Authorization": f"Bearer guess-{i}"}, text="x") for i in range(100))
+    )
+
+    codes = [a.status_code for a in answers]
+    assert codes.count(401) == 30
+    assert codes.count(429) == 70

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from adapters.db import messages as message_repo
+from adapters.db import listing
 from app.http.messages import encode_cursor
 from domain.model import Scope
 from tests.e2e.conftest import CUSTOMER, OTHER_SENDER, SENDER, Router
@@ -99,10 +99,10 @@ async def test_a_page_is_two_queries_whatever_its_size(router: Router, crm: dict
 
     async with router.services.db.read() as conn:
         event.listen(conn.sync_connection, "before_cursor_execute", count)
-        page = await message_repo.list_messages(
+        page = await listing.list_messages(
             conn,
             client_id=key.client_id,
-            filters=message_repo.MessageFilter(),
+            filters=listing.MessageFilter(),
             before_id=None,
             limit=5,
         )

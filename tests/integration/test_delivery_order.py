@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from adapters.db import contacts as contact_repo
 from adapters.db import keys as key_repo
 from adapters.db import leases as lease_repo
-from adapters.db import messages as message_repo
+from adapters.db import outbox
 from adapters.db.engine import Database
 from domain.model import ErrorSource, MessageError, Sender
 from tests.integration.test_repositories import SENDER, T0, add_message, at, claim, ids
@@ -27,14 +27,14 @@ async def test_one_conversation_goes_out_one_message_at_a_time_in_order(any_db: 
 
     async with any_db.write() as conn:
         for job in first:
-            await message_repo.record_accepted(
+            await outbox.record_accepted(
                 conn, job, wamid="wamid." + job.id, now=at(12), attempt={"outcome": "accepted"}
             )
     second = await claim(any_db, "w", at(13))
     assert ids(second) == ["msg_002"]
 
     async with any_db.write() as conn:  # msg_002 backs off: msg_003 still waits behind it
-        await message_repo.record_retry(
+        await outbox.record_retry(
             conn, second[0], next_attempt_at=at(60), now=at(14), attempt={"outcome": "retry"}
         )
     assert await claim(any_db, "w", at(15)) == []
@@ -42,7 +42,7 @@ async def test_one_conversation_goes_out_one_message_at_a_time_in_order(any_db: 
     assert ids(third_try) == ["msg_002"]
 
     async with any_db.write() as conn:  # a final failure lets the conversation go on
-        await message_repo.record_failed(
+        await outbox.record_failed(
             conn,
             third_try[0],
             now=at(61),
@@ -59,8 +59,8 @@ async def test_the_pairs_pace_holds_its_next_message(any_db: Database) -> None:
 
     assert await claim(any_db, "w", at(29)) == []
     async with any_db.read() as conn:
-        assert await message_repo.due_senders(conn, now=at(29)) == []
-        assert await message_repo.due_senders(conn, now=at(30)) == [SENDER]
+        assert await outbox.due_senders(conn, now=at(29)) == []
+        assert await outbox.due_senders(conn, now=at(30)) == [SENDER]
     assert ids(await claim(any_db, "w", at(30))) == ["msg_001"]
     async with any_db.read() as conn:
         assert await contact_repo.pair_pace(conn, SENDER, PAIR) == (at(30), 1)
@@ -71,7 +71,7 @@ async def test_a_claim_can_be_limited_to_one_sender(any_db: Database) -> None:
         await add_message(conn, "msg_001", sender_id=SENDER)
         await add_message(conn, "msg_002", sender_id="106540352242923")
     async with any_db.write() as conn:
-        jobs = await message_repo.claim_due(
+        jobs = await outbox.claim_due(
             conn,
             owner="w",
             now=at(5),

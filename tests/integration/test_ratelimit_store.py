@@ -44,3 +44,17 @@ async def test_budgets_are_per_subject(any_db: Database) -> None:
         other = await ratelimits.spend(conn, "cli_b", (quota,), now_ns=NOW)
         again = await ratelimits.spend(conn, "cli_a", (quota,), now_ns=NOW)
     assert (first[0].allowed, other[0].allowed, again[0].allowed) == (True, True, False)
+
+
+async def test_budgets_that_are_whole_again_are_swept(any_db: Database) -> None:
+    quota = per_minute("send", 60)
+    async with any_db.write() as conn:
+        await ratelimits.spend(conn, "cli_a", (quota,), now_ns=NOW)
+        await ratelimits.spend(conn, "cli_b", (quota,), now_ns=NOW + 30 * NS)
+        swept = await ratelimits.sweep(conn, now_ns=NOW + 2 * NS)  # cli_a's tat was NOW + 1 s
+    async with any_db.read() as conn:
+        a = await ratelimits.look(conn, "cli_a", quota, now_ns=NOW + 2 * NS)
+        b = await ratelimits.look(conn, "cli_b", quota, now_ns=NOW + 30 * NS)
+    assert swept == 1
+    assert a.remaining == 59  # a fresh budget: the row is gone
+    assert b.remaining == 58  # still spent

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.db import contacts as contact_repo
 from adapters.db import keys as key_repo
 from adapters.db import messages as message_repo
+from adapters.db import outbox
 from adapters.db.engine import Database
 from adapters.db.migrate import current_revision, head_revision
 from adapters.db.tables import Base
@@ -89,7 +90,7 @@ async def add_message(
 
 async def claim(db: Database, owner: str, now: datetime, *, limit: int = 10) -> list[OutboundJob]:
     async with db.write() as conn:
-        return await message_repo.claim_due(
+        return await outbox.claim_due(
             conn, owner=owner, now=now, lease=LEASE, limit=limit, skip_locked=not db.is_sqlite
         )
 
@@ -367,7 +368,7 @@ async def test_claim_skips_messages_that_are_no_longer_queued(any_db: Database) 
         await add_message(conn, "msg_002")
     [job, _] = await claim(any_db, "worker-a", at(1))
     async with any_db.write() as conn:
-        await message_repo.record_accepted(
+        await outbox.record_accepted(
             conn, job, wamid="wamid.A1", now=at(2), attempt={"outcome": "accepted"}
         )
 
@@ -380,7 +381,7 @@ async def test_record_accepted_stores_the_wamid_and_releases_the_lease(any_db: D
     [job] = await claim(any_db, "worker-a", at(1))
 
     async with any_db.write() as conn:
-        changed = await message_repo.record_accepted(
+        changed = await outbox.record_accepted(
             conn, job, wamid="wamid.A1", now=at(2), attempt={"outcome": "accepted"}
         )
     async with any_db.read() as conn:
@@ -413,7 +414,7 @@ async def test_record_retry_keeps_the_message_queued_until_its_next_attempt(
     [job] = await claim(any_db, "worker-a", at(1))
 
     async with any_db.write() as conn:
-        await message_repo.record_retry(
+        await outbox.record_retry(
             conn,
             job,
             next_attempt_at=at(120),
@@ -446,7 +447,7 @@ async def test_record_retry_without_counting_the_attempt(any_db: Database) -> No
     [job] = await claim(any_db, "worker-a", at(1))
 
     async with any_db.write() as conn:
-        await message_repo.record_retry(
+        await outbox.record_retry(
             conn,
             job,
             next_attempt_at=at(60),
@@ -472,7 +473,7 @@ async def test_record_failed_stores_meta_error_and_a_failed_event(any_db: Databa
     )
 
     async with any_db.write() as conn:
-        await message_repo.record_failed(
+        await outbox.record_failed(
             conn, job, error=error, now=at(2), attempt={"outcome": "failed", "code": 131026}
         )
     async with any_db.read() as conn:
@@ -507,7 +508,7 @@ async def test_record_failed_by_the_router_counts_no_attempt(any_db: Database) -
     )
 
     async with any_db.write() as conn:
-        await message_repo.record_failed(conn, job, error=error, now=at(2), attempt=None)
+        await outbox.record_failed(conn, job, error=error, now=at(2), attempt=None)
     async with any_db.read() as conn:
         message = await message_repo.get_message(conn, "msg_001", client_id="cli_a")
 
@@ -533,7 +534,7 @@ async def test_a_status_moved_on_by_a_webhook_is_not_downgraded(any_db: Database
         )
 
     async with any_db.write() as conn:
-        held = await message_repo.record_accepted(
+        held = await outbox.record_accepted(
             conn, job, wamid="wamid.A1", now=at(3), attempt={"outcome": "accepted"}
         )
     async with any_db.read() as conn:
@@ -555,10 +556,10 @@ async def test_only_the_lease_holder_records_an_outcome(any_db: Database) -> Non
     [current] = await claim(any_db, "worker-b", at(1) + timedelta(minutes=5))
 
     async with any_db.write() as conn:
-        stale_held = await message_repo.record_accepted(
+        stale_held = await outbox.record_accepted(
             conn, stale, wamid="wamid.STALE", now=at(400), attempt={"outcome": "accepted"}
         )
-        current_held = await message_repo.record_accepted(
+        current_held = await outbox.record_accepted(
             conn, current, wamid="wamid.CURRENT", now=at(401), attempt={"outcome": "accepted"}
         )
     row = await row_of(any_db, "msg_001")
@@ -575,7 +576,7 @@ async def test_a_late_failure_does_not_downgrade_a_delivered_message(any_db: Dat
         await message_repo.set_status(
             conn, "msg_001", status=MessageStatus.DELIVERED, now=at(2), wamid="wamid.A1"
         )
-        await message_repo.record_failed(
+        await outbox.record_failed(
             conn,
             job,
             error=MessageError(code=131000, title="x", detail=None, source=ErrorSource.CLOUD_API),
@@ -595,13 +596,13 @@ async def test_wamid_is_unique(any_db: Database) -> None:
         await add_message(conn, "msg_002")
     first, second = await claim(any_db, "worker-a", at(1))
     async with any_db.write() as conn:
-        await message_repo.record_accepted(
+        await outbox.record_accepted(
             conn, first, wamid="wamid.SAME", now=at(2), attempt={"outcome": "accepted"}
         )
 
     with pytest.raises(IntegrityError):
         async with any_db.write() as conn:
-            await message_repo.record_accepted(
+            await outbox.record_accepted(
                 conn, second, wamid="wamid.SAME", now=at(3), attempt={"outcome": "accepted"}
             )
 

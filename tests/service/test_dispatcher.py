@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from adapters.db import contacts as contact_repo
 from adapters.db import keys as key_repo
-from adapters.db import messages as message_repo
+from adapters.db import outbox
 from app.services.dispatch import Dispatcher
 from domain.status import MessageStatus
 from tests.fakes import Scripted, meta_error
@@ -85,7 +85,7 @@ async def test_an_expired_lease_makes_the_message_due_again(world: World) -> Non
     await world.open_window()
     message = await world.send_text()
     async with world.db.write() as conn:
-        claimed = await message_repo.claim_due(
+        claimed = await outbox.claim_due(
             conn,
             owner="crashed-worker",
             now=world.clock.now,

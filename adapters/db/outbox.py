@@ -1,0 +1,262 @@
+"""The dispatcher's side of the messages table: what is due (in turn, per conversation), claims
+with leases, and the fenced record of each attempt's outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.db.messages import EventKind, add_event
+from adapters.db.tables import contacts as _contacts
+from adapters.db.tables import messages
+from adapters.db.tables import senders as _senders
+from domain.content import MessageKind
+from domain.model import MessageError, OutboundJob
+from domain.status import MessageStatus
+
+
+def _due(m: Any, now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Due: queued, its backoff over, not leased (or its lease expired: a dispatcher crashed),
+    its sender not paused."""
+    paused = select(_senders.c.phone_number_id).where(_senders.c.paused_until > now)
+    return (
+        m.c.status == str(MessageStatus.QUEUED),
+        m.c.next_attempt_at <= now,
+        or_(m.c.lease_expires_at.is_(None), m.c.lease_expires_at <= now),
+        m.c.sender_id.not_in(paused),
+    )
+
+
+def _in_turn(m: Any, now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Per-conversation order and pace: no older message to the same contact from the same
+    sender is still queued (sending, backing off, or waiting), and the pair's pace allows one
+    now."""
+    older = messages.alias("older")
+    return (
+        ~exists()
+        .where(
+            older.c.sender_id == m.c.sender_id,
+            older.c.wa_id == m.c.wa_id,
+            older.c.status == str(MessageStatus.QUEUED),
+            older.c.id < m.c.id,
+        )
+        .correlate(m),
+        ~exists()
+        .where(
+            _contacts.c.sender_id == m.c.sender_id,
+            _contacts.c.wa_id == m.c.wa_id,
+            _contacts.c.next_send_at > now,
+        )
+        .correlate(m),
+    )
+
+
+async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
+    """A cheap read, so an idle dispatcher does not take SQLite's write lock to find nothing."""
+    return (
+        await conn.scalar(select(messages.c.id).where(*_due(messages, now)).limit(1))
+    ) is not None
+
+
+async def due_senders(conn: AsyncConnection, *, now: datetime) -> list[str]:
+    """Senders with at least one message that could be claimed now (a read)."""
+    m = messages.alias("m")
+    rows = await conn.execute(
+        select(m.c.sender_id).where(*_due(m, now), *_in_turn(m, now)).distinct()
+    )
+    return sorted(row.sender_id for row in rows)
+
+
+async def claim_due(
+    conn: AsyncConnection,
+    *,
+    owner: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    skip_locked: bool,
+    sender_id: str | None = None,
+) -> list[OutboundJob]:
+    """Lease up to ``limit`` due messages to ``owner``, oldest first, at most one per
+    conversation and only the oldest queued one of each (customers read in order). A lease
+    that expired (its dispatcher crashed) makes its message due again."""
+    m = messages.alias("m")
+    conditions = [*_due(m, now), *_in_turn(m, now)]
+    if sender_id is not None:
+        conditions.append(m.c.sender_id == sender_id)
+    due = select(m.c.id).where(*conditions).order_by(m.c.id).limit(limit)
+    if skip_locked:
+        due = due.with_for_update(skip_locked=True)
+    rows = await conn.execute(
+        update(messages)
+        .where(messages.c.id.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_expires_at=now + lease)
+        .returning(
+            messages.c.id,
+            messages.c.sender_id,
+            messages.c.wa_id,
+            messages.c.kind,
+            messages.c.payload,
+            messages.c.attempts,
+            messages.c.created_at,
+            messages.c.correlation_id,
+            messages.c.valid_until,
+        )
+    )
+    jobs = [
+        OutboundJob(
+            id=r.id,
+            sender_id=r.sender_id,
+            wa_id=r.wa_id,
+            kind=MessageKind(r.kind),
+            payload=r.payload,
+            attempts=r.attempts,
+            created_at=r.created_at,
+            correlation_id=r.correlation_id,
+            lease_owner=owner,
+            valid_until=r.valid_until,
+        )
+        for r in rows
+    ]
+    jobs.sort(key=lambda job: job.id)
+    return jobs
+
+
+def _held(job: OutboundJob) -> tuple[ColumnElement[bool], ...]:
+    """Fencing: only the dispatcher that still holds the lease records the outcome."""
+    return (messages.c.id == job.id, messages.c.lease_owner == job.lease_owner)
+
+
+def _release(now: datetime) -> dict[str, Any]:
+    return {
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "attempts": messages.c.attempts + 1,
+        "updated_at": now,
+    }
+
+
+async def record_accepted(
+    conn: AsyncConnection,
+    job: OutboundJob,
+    *,
+    wamid: str,
+    now: datetime,
+    attempt: Mapping[str, Any],
+) -> bool:
+    """Store the wamid; ``queued`` becomes ``accepted`` unless a webhook already moved it on.
+    Returns False if this dispatcher no longer held the lease (nothing is recorded then)."""
+    await add_event(
+        conn,
+        message_id=job.id,
+        correlation_id=job.correlation_id,
+        at=now,
+        kind=EventKind.ATTEMPT,
+        detail=attempt,
+    )
+    result = await conn.execute(
+        update(messages)
+        .where(*_held(job), messages.c.status == str(MessageStatus.QUEUED))
+        .values(status=str(MessageStatus.ACCEPTED), wamid=wamid, accepted_at=now, **_release(now))
+    )
+    if result.rowcount:
+        await add_event(
+            conn,
+            message_id=job.id,
+            correlation_id=job.correlation_id,
+            at=now,
+            kind=EventKind.STATUS,
+            status=MessageStatus.ACCEPTED,
+            applied=True,
+            detail={"source": "cloud_api", "wamid": wamid},
+        )
+        return True
+    # A status webhook moved it on first (found through our callback data): keep the wamid it
+    # may already have stored.
+    result = await conn.execute(
+        update(messages)
+        .where(*_held(job))
+        .values(wamid=func.coalesce(messages.c.wamid, wamid), accepted_at=now, **_release(now))
+    )
+    return bool(result.rowcount)
+
+
+async def record_retry(
+    conn: AsyncConnection,
+    job: OutboundJob,
+    *,
+    next_attempt_at: datetime,
+    now: datetime,
+    attempt: Mapping[str, Any],
+    count_attempt: bool = True,
+) -> bool:
+    await add_event(
+        conn,
+        message_id=job.id,
+        correlation_id=job.correlation_id,
+        at=now,
+        kind=EventKind.ATTEMPT,
+        detail=attempt,
+    )
+    values = _release(now)
+    if not count_attempt:
+        values.pop("attempts")
+    result = await conn.execute(
+        update(messages).where(*_held(job)).values(next_attempt_at=next_attempt_at, **values)
+    )
+    return bool(result.rowcount)
+
+
+async def record_failed(
+    conn: AsyncConnection,
+    job: OutboundJob,
+    *,
+    error: MessageError,
+    now: datetime,
+    attempt: Mapping[str, Any] | None,
+) -> bool:
+    """Fail a message that never got a wamid (the router or the synchronous API refused it)."""
+    if attempt is not None:
+        await add_event(
+            conn,
+            message_id=job.id,
+            correlation_id=job.correlation_id,
+            at=now,
+            kind=EventKind.ATTEMPT,
+            detail=attempt,
+        )
+    values = _release(now)
+    if attempt is None:
+        values.pop("attempts")
+    result = await conn.execute(
+        update(messages)
+        .where(*_held(job), messages.c.status == str(MessageStatus.QUEUED))
+        .values(
+            status=str(MessageStatus.FAILED),
+            error_code=str(error.code),
+            error_title=error.title[:500],
+            error_detail=error.detail,
+            error_source=str(error.source),
+            **values,
+        )
+    )
+    if result.rowcount:
+        await add_event(
+            conn,
+            message_id=job.id,
+            correlation_id=job.correlation_id,
+            at=now,
+            kind=EventKind.STATUS,
+            status=MessageStatus.FAILED,
+            applied=True,
+            detail={"source": str(error.source), "code": error.code},
+        )
+        return True
+    result = await conn.execute(
+        update(messages).where(*_held(job)).values(lease_owner=None, lease_expires_at=None)
+    )
+    return bool(result.rowcount)
