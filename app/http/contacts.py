@@ -54,6 +54,7 @@ class ContactsController(Controller):
             "validation_failed (param to), or unknown_sender (sender_id not registered, or "
             "missing when it cannot be inferred)",
         ),
+        response_headers=docs.READ_HEADERS,
     )
     async def window(
         self,

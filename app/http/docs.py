@@ -6,6 +6,7 @@ for a wrong query or path parameter."""
 
 from __future__ import annotations
 
+from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
 
 from app.http.problems import Problem, WindowProblem
@@ -75,3 +76,35 @@ def reads(not_found: str | None, invalid: str | None = None) -> dict[int, Respon
     if invalid is not None:
         specs[422] = problem(invalid)
     return specs
+
+
+def _header(name: str, description: str) -> ResponseHeader:
+    return ResponseHeader(name=name, description=description, documentation_only=True)
+
+
+CORRELATION_HEADER = _header(
+    "X-Correlation-Id", "The request's correlation id (the client's own when it sent a valid one)"
+)
+RATE_HEADERS = [
+    _header("X-RateLimit-Limit", "Requests per period of the tightest budget"),
+    _header("X-RateLimit-Remaining", "Requests left in that budget now"),
+    _header("X-RateLimit-Reset", "Unix seconds when that budget is whole again"),
+    _header("RateLimit-Policy", 'IETF draft: the budgets, e.g. "send";q=60;w=60'),
+    _header("RateLimit", 'IETF draft: the tightest budget now, e.g. "send";r=59;t=1'),
+]
+SEND_HEADERS = [
+    _header("Location", "/v1/whatsapp/messages/{id} of the accepted message"),
+    _header(
+        "Idempotent-Replayed",
+        "true when this is the stored answer to an earlier request with the same Idempotency-Key",
+    ),
+    CORRELATION_HEADER,
+    *RATE_HEADERS,
+]
+STATUS_HEADERS = [
+    _header("ETag", "Send it back in If-None-Match: 304 while nothing changed"),
+    _header("Retry-After", "While the status is not final: seconds until polling again is useful"),
+    CORRELATION_HEADER,
+    *RATE_HEADERS,
+]
+READ_HEADERS = [CORRELATION_HEADER, *RATE_HEADERS]

@@ -184,6 +184,7 @@ class MessagesController(Controller):
         opt={"scope": Scope.MESSAGES_SEND, "rate": "send"},
         operation_class=json_body(SendMessageRequest, description="A free-form message"),
         responses=docs.SEND,
+        response_headers=docs.SEND_HEADERS,
     )
     async def send(
         self,
@@ -241,6 +242,7 @@ class MessagesController(Controller):
         responses=docs.reads(
             None, "validation_failed: param names the query parameter (limit, cursor, status, to …)"
         ),
+        response_headers=docs.READ_HEADERS,
     )
     async def list_messages(
         self,
@@ -303,6 +305,7 @@ class MessagesController(Controller):
         summary="Get a message's status",
         opt={"scope": Scope.MESSAGES_READ, "rate": "read"},
         responses=docs.reads("not_found: unknown id, or a message of another client"),
+        response_headers=docs.STATUS_HEADERS,
     )
     async def status(
         self,
@@ -342,6 +345,7 @@ class TemplatesController(Controller):
         opt={"scope": Scope.TEMPLATES_SEND, "rate": "send"},
         operation_class=json_body(SendTemplateRequest, description="A template message"),
         responses=docs.TEMPLATE_SEND,
+        response_headers=docs.SEND_HEADERS,
     )
     async def send(
         self,

@@ -41,6 +41,7 @@ class SupportController(Controller):
         summary="The support timeline of a correlation id",
         opt={"scope": Scope.SUPPORT_READ, "rate": "read"},
         responses=docs.reads("not_found: nothing is recorded under this correlation id"),
+        response_headers=docs.READ_HEADERS,
     )
     async def trace(
         self,

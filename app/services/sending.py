@@ -170,7 +170,9 @@ class SendingService:
                     conn, request.key.client_id, claim.key, now=self._clock()
                 )
             if stored is not None:
-                return _replayed(stored, claim)
+                replay = _replayed(stored, claim)
+                await self._record_replay(request, replay)
+                return replay
         slot = None if claim is None else (request.key.client_id, claim.key)
         if slot is not None:
             if slot in self._inflight:
@@ -280,6 +282,25 @@ class SendingService:
             raise outside_window(refusal, approved)
         self._on_accepted()
         return Accepted(message_id=message_id, body=body, replayed=False)
+
+    async def _record_replay(self, request: SendRequest, replay: Accepted) -> None:
+        """The retry's own correlation id leads support to the message it replayed."""
+        async with self._db.write() as conn:
+            await message_repo.add_event(
+                conn,
+                message_id=replay.message_id,
+                correlation_id=request.correlation_id,
+                at=self._clock(),
+                kind=message_repo.EventKind.REQUEST,
+                detail={
+                    "route": request.route,
+                    "client_id": request.key.client_id,
+                    "key_id": request.key.id,
+                    "status_code": 202,
+                    "replayed": True,
+                    "idempotency_key": request.idempotency.key if request.idempotency else None,
+                },
+            )
 
     async def get(self, message_id: str, *, key: ApiKey) -> Message:
         async with self._db.read() as conn:

@@ -33,6 +33,7 @@ _REQUEST_FIELDS = (
     "kind",
     "summary",
     "idempotency_key",
+    "replayed",
 )
 _WINDOW_FIELDS = ("open", "last_inbound_at", "window_closed_at")
 _ATTEMPT_FIELDS = (

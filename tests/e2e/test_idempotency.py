@@ -165,3 +165,18 @@ async def test_concurrent_retries_after_completion_all_get_the_replay(any_router
     assert {r.status_code for r in retries} == {202}
     assert {r.headers["idempotent-replayed"] for r in retries} == {"true"}
     assert {r.content for r in retries} == {first.content}
+
+
+async def test_a_replay_is_traceable_by_the_retrys_correlation_id(router: Router) -> None:
+    headers = {**(await _ready(router)), "X-Correlation-Id": "first-try"}
+    first = await _post(router, headers, "traced")
+    support = await router.key("support", scopes=["support:read"])
+
+    await _post(router, {**headers, "X-Correlation-Id": "second-try"}, "traced")
+    trace = (await router.client.get("/v1/support/correlations/second-try", headers=support)).json()
+
+    [event] = trace["events"]
+    assert event["kind"] == "request"
+    assert event["message_id"] == first.json()["id"]
+    assert event["detail"]["replayed"] is True
+    assert event["detail"]["status_code"] == 202
