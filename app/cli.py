@@ -178,6 +178,19 @@ def _sender_json(sender: Sender) -> dict[str, object]:
     }
 
 
+async def _senders_resume(settings: Settings, args: argparse.Namespace) -> None:
+    sender_id = _digits(args.phone_number_id, "PHONE_NUMBER_ID")
+    db = await _with_db(settings)
+    try:
+        async with db.write() as conn:
+            found = await key_repo.resume_sender(conn, sender_id)
+    finally:
+        await db.dispose()
+    if not found:
+        raise CliError(f"no sender {sender_id}")
+    print(f"resumed sender {sender_id}: its queued messages go out again")
+
+
 async def _senders_list(settings: Settings, args: argparse.Namespace) -> None:
     db = await _with_db(settings)
     try:
@@ -200,8 +213,9 @@ async def _senders_list(settings: Settings, args: argparse.Namespace) -> None:
             f"{s.phone_number_id:<18} {s.display_number or '-':<16} {s.max_mps:>7}  "
             f"{state:<8} {s.name or ''}"
         )
-        if paused:
-            line += f"  (until {_iso(s.paused_until)}: {s.pause_reason})"
+        if paused and s.paused_until is not None:
+            until = "resumed" if s.paused_until.year == 9999 else _iso(s.paused_until)
+            line += f"  (until {until}: {s.pause_reason})"
         print(line)
 
 
@@ -398,6 +412,9 @@ def parser() -> argparse.ArgumentParser:
     ls = senders.add_parser("list", help="list senders")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(run=_async(_senders_list))
+    resume = senders.add_parser("resume", help="lift a pause set by a sender-wide error")
+    resume.add_argument("phone_number_id")
+    resume.set_defaults(run=_async(_senders_resume))
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="create a key; the secret is printed once")

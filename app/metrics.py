@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.db import backlog
+from adapters.db import keys as key_repo
 from adapters.db.engine import Database
 
 _log = structlog.get_logger("wa_router.metrics")
@@ -65,6 +66,12 @@ class Metrics:
         self.queue_oldest_age = Gauge(
             "wa_router_queue_oldest_age_seconds",
             "Age of the oldest queued message, per sender (0 when none is queued)",
+            ["sender_id"],
+            registry=registry,
+        )
+        self.sender_paused = Gauge(
+            "wa_router_sender_paused",
+            "1 while a sender is paused by a sender-wide Cloud API error, else 0",
             ["sender_id"],
             registry=registry,
         )
@@ -128,11 +135,16 @@ class Metrics:
         try:
             async with db.read() as conn:
                 queued = await backlog.queued_by_sender(conn)
+                senders = await key_repo.list_senders(conn)
         except (SQLAlchemyError, OSError) as exc:
             _log.warning("metrics_queue_unavailable", error=type(exc).__name__)
-            queued = []
+            queued, senders = [], []
         # No await between the update and the rendering: concurrent scrapes cannot interleave.
         self.set_queue(queued, now=now)
+        self.sender_paused.clear()
+        for sender in senders:
+            paused = sender.paused_until is not None and sender.paused_until > now
+            self.sender_paused.labels(sender.phone_number_id).set(1 if paused else 0)
         return generate_latest(self.registry)
 
 

@@ -31,6 +31,7 @@ from app.services.sandbox import ensure_sandbox, retire_sandbox
 from app.services.sending import SendingService
 from app.settings import Settings, WorkerMode
 from domain.model import Message
+from domain.pacing import PairPacing
 from domain.ports import CloudApi, TemplateSource
 from domain.retry import RetryPolicy
 
@@ -139,6 +140,9 @@ def new_dispatcher(
         policy=tuning.retry_policy,
         idle_poll=tuning.idle_poll,
         lease=timedelta(seconds=settings.lease_seconds),
+        pair_pacing=PairPacing(
+            interval=timedelta(seconds=settings.pair_interval_seconds), burst=settings.pair_burst
+        ),
         metrics=metrics,
     )
 

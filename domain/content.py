@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -261,6 +262,18 @@ def template(*, name: str, language: str, components: Sequence[Mapping[str, Any]
                 "one of " + ", ".join(sorted(_TEMPLATE_COMPONENT_TYPES)),
             )
     return Template(name=name, language=language, components=tuple(components))
+
+
+VALID_FOR_MAX = timedelta(days=30)  # Meta's own TTL for an undeliverable message
+
+
+def valid_until(value: datetime, now: datetime) -> datetime:
+    """A deadline after which the message must not go out: in the future, ≤ 30 days ahead."""
+    if value <= now:
+        raise ContentError("valid_until", "must be in the future")
+    if value - now > VALID_FOR_MAX:
+        raise ContentError("valid_until", "must be at most 30 days ahead")
+    return value
 
 
 def reply_to(wamid: str) -> str:

@@ -82,6 +82,7 @@ class Message:
     error: MessageError | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     history: tuple[StatusChange, ...] = ()
+    valid_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -62,9 +62,11 @@ async def insert_message(
     metadata: Mapping[str, str],
     now: datetime,
     request_detail: Mapping[str, Any],
+    valid_until: datetime | None = None,
 ) -> None:
     await conn.execute(
         messages.insert().values(
+            valid_until=valid_until,
             id=message_id,
             client_id=client_id,
             sender_id=sender_id,
@@ -133,6 +135,7 @@ def message_of(row: Row[Any], history: tuple[StatusChange, ...]) -> Message:
         error=_error(m),
         metadata=dict(m["metadata"] or {}),
         history=history,
+        valid_until=m["valid_until"],
     )
 
 

@@ -260,3 +260,44 @@ async def record_failed(
         update(messages).where(*_held(job)).values(lease_owner=None, lease_expires_at=None)
     )
     return bool(result.rowcount)
+
+
+async def cancel(
+    conn: AsyncConnection, message_id: str, *, client_id: str, error: MessageError, now: datetime
+) -> bool:
+    """Fail a message of this client that is still queued and not being sent right now (no live
+    lease); False otherwise (the caller tells which)."""
+    result = await conn.execute(
+        update(messages)
+        .where(
+            messages.c.id == message_id,
+            messages.c.client_id == client_id,
+            messages.c.status == str(MessageStatus.QUEUED),
+            or_(messages.c.lease_expires_at.is_(None), messages.c.lease_expires_at <= now),
+        )
+        .values(
+            status=str(MessageStatus.FAILED),
+            error_code=str(error.code),
+            error_title=error.title,
+            error_detail=error.detail,
+            error_source=str(error.source),
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        .returning(messages.c.correlation_id)
+    )
+    correlation_id = result.scalar()
+    if correlation_id is None:
+        return False
+    await add_event(
+        conn,
+        message_id=message_id,
+        correlation_id=correlation_id,
+        at=now,
+        kind=EventKind.STATUS,
+        status=MessageStatus.FAILED,
+        applied=True,
+        detail={"source": "router", "code": error.code},
+    )
+    return True

@@ -6,10 +6,11 @@ import base64
 import hashlib
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, Parameter, QueryParameter
 
@@ -76,7 +77,12 @@ def resource(message: Message) -> MessageResource:
         ),
         history=[StatusChangeOut(status=str(c.status), at=c.at) for c in message.history],
         metadata=message.metadata,
+        valid_until=message.valid_until,
     )
+
+
+def _deadline(value: datetime | None, services: Services) -> datetime | None:
+    return None if value is None else _checked(content.valid_until, value, services.clock())
 
 
 def _checked(build: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -223,6 +229,7 @@ class MessagesController(Controller):
             SendRequest(
                 key=api_key,
                 idempotency=await idempotency_claim(request, idempotency_key),
+                valid_until=_deadline(body.valid_until, services),
                 route="POST /v1/whatsapp/messages",
                 sender_id=body.sender_id,
                 wa_id=wa_id,
@@ -331,6 +338,29 @@ class MessagesController(Controller):
             return Response(content=b"", status_code=304, headers=headers)  # type: ignore[arg-type]
         return Response(content=raw, headers=headers, media_type="application/json")
 
+    @delete(
+        "/{message_id:str}",
+        operation_id="cancelMessage",
+        summary="Cancel a queued message",
+        status_code=200,
+        opt={"scope": Scope.MESSAGES_SEND, "rate": "send"},
+        responses={
+            **docs.reads("not_found: unknown id, or a message of another client"),
+            409: docs.problem("not_cancellable: the message is being sent or has gone"),
+        },
+        response_headers=docs.READ_HEADERS,
+    )
+    async def cancel(
+        self,
+        services: NamedDependency[Services],
+        api_key: NamedDependency[ApiKey],
+        message_id: Annotated[str, Parameter(description="msg_… id")],
+    ) -> MessageResource:
+        """A message still waiting in the queue ends `failed` with code `cancelled` (source
+        `router`) and is never sent. Once it is being sent, or has been, the answer is 409
+        `not_cancellable`."""
+        return resource(await services.sending.cancel(message_id, key=api_key))
+
 
 class TemplatesController(Controller):
     path = "/v1/whatsapp/templates"
@@ -369,6 +399,7 @@ class TemplatesController(Controller):
             SendRequest(
                 key=api_key,
                 idempotency=await idempotency_claim(request, idempotency_key),
+                valid_until=_deadline(body.valid_until, services),
                 route="POST /v1/whatsapp/templates",
                 sender_id=body.sender_id,
                 wa_id=wa_id,

@@ -23,6 +23,14 @@ SenderId = Annotated[
         examples=["106540352242922"],
     ),
 ]
+ValidUntil = Annotated[
+    datetime,
+    Meta(
+        tz=True,
+        description="RFC 3339 with a time zone, in the future, at most 30 days ahead: the "
+        "message fails `expired` instead of going out later than this",
+    ),
+]
 Metadata = Annotated[
     dict[str, str],
     Meta(
@@ -62,6 +70,7 @@ class SendMessageRequest(msgspec.Struct, forbid_unknown_fields=True):
     media: MediaIn | None = None
     reply_to: Annotated[str | None, Meta(description="wamid of the message to quote")] = None
     metadata: Metadata | None = None
+    valid_until: ValidUntil | None = None
 
 
 class TemplateIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -80,6 +89,7 @@ class SendTemplateRequest(msgspec.Struct, forbid_unknown_fields=True):
     template: TemplateIn
     sender_id: SenderId | None = None
     metadata: Metadata | None = None
+    valid_until: ValidUntil | None = None
 
 
 class SandboxInboundRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -118,6 +128,7 @@ class MessageResource(msgspec.Struct):
     error: MessageErrorOut | None
     history: list[StatusChangeOut]
     metadata: dict[str, str]
+    valid_until: datetime | None = None
 
 
 class SandboxInboundResponse(msgspec.Struct):

@@ -13,13 +13,14 @@ from adapters.cloud_api.payloads import message_payload
 from adapters.db import contacts as contact_repo
 from adapters.db import idempotency as idempotency_repo
 from adapters.db import messages as message_repo
+from adapters.db import outbox
 from adapters.db.engine import Database
 from app import ids
 from app.http.problems import ApiError
 from app.services import templates as template_service
 from app.services.directory import SenderDirectory
 from domain.content import Content, MessageKind, Template, summary
-from domain.model import ApiKey, Message, StatusChange
+from domain.model import ApiKey, ErrorSource, Message, MessageError, StatusChange
 from domain.status import MessageStatus
 from domain.templates import TemplateRejected
 from domain.window import WindowClosed, decide_send
@@ -70,6 +71,7 @@ class SendRequest:
     metadata: Mapping[str, str]
     correlation_id: str
     idempotency: IdempotencyClaim | None = None
+    valid_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +88,12 @@ class Accepted:
 
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
+CANCELLED = MessageError(
+    code="cancelled",
+    title="Cancelled",
+    detail="cancelled by the client before it was sent",
+    source=ErrorSource.ROUTER,
+)
 
 
 def in_progress() -> ApiError:
@@ -245,6 +253,7 @@ class SendingService:
                     updated_at=now,
                     metadata=dict(request.metadata),
                     history=(StatusChange(status=MessageStatus.QUEUED, at=now),),
+                    valid_until=request.valid_until,
                 )
                 body = self._render(message)
                 await message_repo.insert_message(
@@ -259,6 +268,7 @@ class SendingService:
                     metadata=request.metadata,
                     now=now,
                     request_detail=request_detail,
+                    valid_until=request.valid_until,
                 )
                 if claim is not None:
                     await idempotency_repo.store(
@@ -301,6 +311,27 @@ class SendingService:
                     "idempotency_key": request.idempotency.key if request.idempotency else None,
                 },
             )
+
+    async def cancel(self, message_id: str, *, key: ApiKey) -> Message:
+        """Cancel a message still waiting in the queue: it ends ``failed`` with code
+        ``cancelled``. 409 once it is being sent or has gone."""
+        async with self._db.write() as conn:
+            cancelled = await outbox.cancel(
+                conn, message_id, client_id=key.client_id, error=CANCELLED, now=self._clock()
+            )
+        message = await self.get(message_id, key=key)
+        if not cancelled:
+            state = (
+                "is being sent right now"
+                if message.status is MessageStatus.QUEUED
+                else (f"is already {message.status}")
+            )
+            raise ApiError(
+                409,
+                "not_cancellable",
+                f"the message {state}; only a queued message can be cancelled",
+            )
+        return message
 
     async def get(self, message_id: str, *, key: ApiKey) -> Message:
         async with self._db.read() as conn:

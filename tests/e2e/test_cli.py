@@ -168,3 +168,39 @@ def test_the_console_script_is_installed() -> None:
     assert done.returncode == 0
     for command in (b"serve", b"worker", b"migrate", b"senders", b"keys", b"openapi"):
         assert command in done.stdout
+
+
+def test_a_paused_sender_is_listed_and_resumed(capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from adapters.db import keys as key_repo
+    from adapters.db.engine import Database
+    from app.settings import load_settings
+
+    run(capsys, "senders", "add", "--phone-number-id", "106540352242922")
+
+    async def pause() -> None:
+        db = Database(load_settings().database_url)
+        async with db.write() as conn:
+            await key_repo.pause_sender(
+                conn,
+                "106540352242922",
+                until=datetime(9999, 12, 31, tzinfo=UTC),
+                reason="190: Access token expired",
+            )
+        await db.dispose()
+
+    asyncio.run(pause())
+
+    listed = run(capsys, "senders", "list")[1]
+    assert "paused" in listed
+    assert "until resumed: 190: Access token expired" in listed
+    code, out, _ = run(capsys, "senders", "resume", "106540352242922")
+    assert code == 0
+    assert "resumed sender 106540352242922" in out
+    [sender] = json.loads(run(capsys, "senders", "list", "--json")[1])
+    assert (sender["paused_until"], sender["pause_reason"]) == (None, None)
+    code, _, err = run(capsys, "senders", "resume", "999")
+    assert code == 2
+    assert err.strip() == "wa-router: no sender 999"

@@ -163,6 +163,8 @@ async def test_readyz_lists_a_paused_sender_and_stays_ready(router: Router) -> N
     assert paused["code"] == "368"
     assert "reason" not in paused
     assert datetime.fromisoformat(paused["paused_until"]) > datetime.now(UTC)
+    samples = await scrape(router)
+    assert value(samples, "wa_router_sender_paused", sender_id=SENDER) == 1
 
 
 # --- /metrics -------------------------------------------------------------------------------

@@ -349,3 +349,32 @@ async def test_the_janitor_sweeps_expired_keys_and_stale_parked_statuses(world: 
 
     async with world.db.read() as conn:
         assert await idempotency_repo.find(conn, "cli", "live", now=world.clock.now) is None
+
+
+async def test_a_message_past_its_valid_until_fails_expired_unsent(world: World) -> None:
+    from app.services.sending import SendRequest
+    from domain import content
+
+    await world.open_window()
+    accepted = await world.sending.accept(
+        SendRequest(
+            key=world.key,
+            route="test",
+            sender_id=SENDER,
+            wa_id=CUSTOMER,
+            content=content.free_form(text="flash sale, 1 hour"),
+            reply_to=None,
+            metadata={},
+            correlation_id="req_v",
+            valid_until=world.clock.now + timedelta(hours=1),
+        )
+    )
+    world.clock.advance(hours=1)
+
+    await world.dispatcher.run_once()
+
+    stored = await world.message(accepted.message_id)
+    assert stored.status is MessageStatus.FAILED
+    assert stored.error is not None
+    assert (stored.error.code, str(stored.error.source)) == ("expired", "router")
+    assert world.graph.requests == []
