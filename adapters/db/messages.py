@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, RowMapping, and_, select, update
+from sqlalchemy import ColumnElement, Row, RowMapping, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.tables import message_events as events
@@ -165,9 +165,20 @@ async def get_message(conn: AsyncConnection, message_id: str, *, client_id: str)
     return message_of(row, history)
 
 
-async def status_of_wamid(
-    conn: AsyncConnection, wamid: str
-) -> Row[Any, Any, Any, Any, Any, Any] | None:
+def error_columns(error: MessageError) -> dict[str, str | None]:
+    return {
+        "error_code": str(error.code),
+        "error_title": error.title[:500],
+        "error_detail": error.detail,
+        "error_source": str(error.source),
+    }
+
+
+StatusRow = Row[Any, Any, Any, Any, Any, Any]
+
+
+async def _status_row(conn: AsyncConnection, *where: ColumnElement[bool]) -> StatusRow | None:
+    """What a status report needs of its message, locked until the transaction ends."""
     return (
         await conn.execute(
             select(
@@ -178,29 +189,18 @@ async def status_of_wamid(
                 messages.c.wa_id,
                 messages.c.accepted_at,
             )
-            .where(messages.c.wamid == wamid)
+            .where(*where)
             .with_for_update()
         )
     ).first()
 
 
-async def status_of_id(
-    conn: AsyncConnection, message_id: str, sender_id: str
-) -> Row[Any, Any, Any, Any, Any, Any] | None:
-    return (
-        await conn.execute(
-            select(
-                messages.c.id,
-                messages.c.status,
-                messages.c.correlation_id,
-                messages.c.sender_id,
-                messages.c.wa_id,
-                messages.c.accepted_at,
-            )
-            .where(messages.c.id == message_id, messages.c.sender_id == sender_id)
-            .with_for_update()
-        )
-    ).first()
+async def status_of_wamid(conn: AsyncConnection, wamid: str) -> StatusRow | None:
+    return await _status_row(conn, messages.c.wamid == wamid)
+
+
+async def status_of_id(conn: AsyncConnection, message_id: str, sender_id: str) -> StatusRow | None:
+    return await _status_row(conn, messages.c.id == message_id, messages.c.sender_id == sender_id)
 
 
 async def set_status(
@@ -217,12 +217,7 @@ async def set_status(
     if clear_error:
         values.update(error_code=None, error_title=None, error_detail=None, error_source=None)
     if error is not None:
-        values.update(
-            error_code=str(error.code),
-            error_title=error.title[:500],
-            error_detail=error.detail,
-            error_source=str(error.source),
-        )
+        values.update(error_columns(error))
     stmt = update(messages).where(messages.c.id == message_id)
     if wamid is not None:
         # A status that beat our own wamid commit (found through biz_opaque_callback_data).

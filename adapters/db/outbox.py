@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.db.messages import EventKind, add_event
+from adapters.db.messages import EventKind, add_event, error_columns
 from adapters.db.tables import contacts as _contacts
 from adapters.db.tables import messages
 from adapters.db.tables import senders as _senders
@@ -237,10 +237,7 @@ async def record_failed(
         .where(*_held(job), messages.c.status == str(MessageStatus.QUEUED))
         .values(
             status=str(MessageStatus.FAILED),
-            error_code=str(error.code),
-            error_title=error.title[:500],
-            error_detail=error.detail,
-            error_source=str(error.source),
+            **error_columns(error),
             **values,
         )
     )
@@ -277,10 +274,7 @@ async def cancel(
         )
         .values(
             status=str(MessageStatus.FAILED),
-            error_code=str(error.code),
-            error_title=error.title,
-            error_detail=error.detail,
-            error_source=str(error.source),
+            **error_columns(error),
             lease_owner=None,
             lease_expires_at=None,
             updated_at=now,

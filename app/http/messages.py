@@ -177,6 +177,36 @@ async def page_of_messages(
     )
 
 
+async def _send(
+    request: Request[Any, Any, Any],
+    *,
+    services: Services,
+    api_key: ApiKey,
+    idempotency_key: str | None,
+    body: SendMessageRequest | SendTemplateRequest,
+    wa_id: str,
+    built: content.Content,
+    reply_to: str | None,
+) -> Response[MessageResource]:
+    """What both send routes share once the content is built: metadata, deadline,
+    Idempotency-Key, then the use case."""
+    accepted = await services.sending.accept(
+        SendRequest(
+            key=api_key,
+            idempotency=await idempotency_claim(request, idempotency_key),
+            valid_until=_deadline(body.valid_until, services),
+            route=f"POST {request.url.path.rstrip('/')}",
+            sender_id=body.sender_id,
+            wa_id=wa_id,
+            content=built,
+            reply_to=reply_to,
+            metadata=_checked(content.metadata, body.metadata or {}),
+            correlation_id=correlation_of(request),
+        )
+    )
+    return _accepted(accepted)
+
+
 class MessagesController(Controller):
     path = "/v1/whatsapp/messages"
     tags = ["messages"]
@@ -224,22 +254,16 @@ class MessagesController(Controller):
             ),
         )
         reply_to = None if body.reply_to is None else _checked(content.reply_to, body.reply_to)
-        metadata = _checked(content.metadata, body.metadata or {})
-        accepted = await services.sending.accept(
-            SendRequest(
-                key=api_key,
-                idempotency=await idempotency_claim(request, idempotency_key),
-                valid_until=_deadline(body.valid_until, services),
-                route="POST /v1/whatsapp/messages",
-                sender_id=body.sender_id,
-                wa_id=wa_id,
-                content=built,
-                reply_to=reply_to,
-                metadata=metadata,
-                correlation_id=correlation_of(request),
-            )
+        return await _send(
+            request,
+            services=services,
+            api_key=api_key,
+            idempotency_key=idempotency_key,
+            body=body,
+            wa_id=wa_id,
+            built=built,
+            reply_to=reply_to,
         )
-        return _accepted(accepted)
 
     @get(
         "/",
@@ -394,19 +418,13 @@ class TemplatesController(Controller):
             language=body.template.language,
             components=body.template.components,
         )
-        metadata = _checked(content.metadata, body.metadata or {})
-        accepted = await services.sending.accept(
-            SendRequest(
-                key=api_key,
-                idempotency=await idempotency_claim(request, idempotency_key),
-                valid_until=_deadline(body.valid_until, services),
-                route="POST /v1/whatsapp/templates",
-                sender_id=body.sender_id,
-                wa_id=wa_id,
-                content=built,
-                reply_to=None,
-                metadata=metadata,
-                correlation_id=correlation_of(request),
-            )
+        return await _send(
+            request,
+            services=services,
+            api_key=api_key,
+            idempotency_key=idempotency_key,
+            body=body,
+            wa_id=wa_id,
+            built=built,
+            reply_to=None,
         )
-        return _accepted(accepted)
