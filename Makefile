@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run worker test test-fast lint fmt openapi bench lock clean
+.PHONY: help install run worker test test-postgres test-fast lint fmt openapi bench lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ worker: $(STAMP) ## run the dispatcher alone (with WA_ROUTER_WORKER=off on the A
 
 test: $(STAMP) lint ## lint, then every test (PostgreSQL ones when WA_ROUTER_TEST_POSTGRES_URL is set)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -q
+
+test-postgres: $(STAMP) ## the suite again with PostgreSQL behind every fixture (needs WA_ROUTER_TEST_POSTGRES_URL)
+	WA_ROUTER_TEST_BACKEND=postgres $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q -m "not slow"
 
 test-fast: $(STAMP) ## the tests without the slow ones (real processes, long searches)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q -m "not slow"

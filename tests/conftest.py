@@ -16,6 +16,11 @@ from adapters.db.migrate import upgrade_to_head
 
 POSTGRES_URL = os.environ.get("WA_ROUTER_TEST_POSTGRES_URL")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+#: The database behind the fixtures that are not parametrised over both backends (`db`, and
+#: the e2e `router`): "sqlite" by default, "postgres" for CI's second pass of the suite.
+SUITE_BACKEND = os.environ.get("WA_ROUTER_TEST_BACKEND", "sqlite")
+if SUITE_BACKEND not in ("sqlite", "postgres"):
+    raise ValueError(f"WA_ROUTER_TEST_BACKEND must be sqlite or postgres, not {SUITE_BACKEND!r}")
 
 
 def postgres_url_or_skip() -> str:
@@ -65,12 +70,14 @@ async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated SQLite database in a temp file (service tests)."""
-    database, _ = await open_database("sqlite", tmp_path)
+    """A migrated database of the suite's backend (a SQLite temp file by default)."""
+    database, schema = await open_database(SUITE_BACKEND, tmp_path)
     try:
         yield database
     finally:
         await database.dispose()
+        if schema is not None and POSTGRES_URL:
+            await _postgres_schema(POSTGRES_URL, schema, create=False)
 
 
 @asynccontextmanager

@@ -24,7 +24,7 @@ from app.settings import Settings
 from domain.model import ALL_SCOPES, Scope, Sender
 from domain.retry import RetryPolicy
 from tests.asgi import client_for
-from tests.conftest import fresh_postgres_database
+from tests.conftest import SUITE_BACKEND, fresh_postgres_database
 from tests.fakes import FakeGraph
 
 APP_SECRET = "test-app-secret"
@@ -157,7 +157,15 @@ async def running_router(
     clock: Callable[[], datetime] | None = None,
     **settings: Any,
 ) -> AsyncIterator[Router]:
-    """The app on its own database with a fake Graph API; ``settings`` override defaults."""
+    """The app on its own database (of the suite's backend) with a fake Graph API;
+    ``settings`` override defaults."""
+    if SUITE_BACKEND == "postgres" and "database_url" not in settings:
+        async with (
+            fresh_postgres_database() as url,
+            running_router(tmp_path, clock=clock, database_url=url, **settings) as running,
+        ):
+            yield running
+        return
     graph = FakeGraph()
     tuning = Tuning(
         graph_transport=graph.transport(),

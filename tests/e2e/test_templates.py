@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from adapters.cloud_api.client import CloudApiClient
@@ -375,9 +376,11 @@ async def test_cli_sync_with_a_token_pulls_every_page(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     requests: list[httpx.Request] = []
-    settings = router_settings(tmp_path)
     tuning = Tuning(graph_transport=graph_listing(CATALOG, requests))
     async with running_router(tmp_path, worker="off") as router:
+        settings = msgspec.structs.replace(
+            router_settings(tmp_path), database_url=router.services.db.url
+        )
         await register(router)
         headers = await router.key()
         capsys.readouterr()

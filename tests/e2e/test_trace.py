@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -254,11 +253,11 @@ async def test_any_clients_story_is_traceable_only_with_support_read(
 
 
 @pytest.fixture
-def cli_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI reads the router fixture's own database file."""
+def cli_database(router: Router, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI reads the router fixture's own database."""
     for name in ("ACCESS_TOKEN", "APP_SECRET", "WORKER", "PORT", "HOST"):
         monkeypatch.delenv("WA_ROUTER_" + name, raising=False)
-    monkeypatch.setenv("WA_ROUTER_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'router.db'}")
+    monkeypatch.setenv("WA_ROUTER_DATABASE_URL", router.services.db.url)
 
 
 async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -26,12 +26,19 @@ def _in(**delta: float) -> str:
     return (datetime.now(UTC) + timedelta(**delta)).isoformat()
 
 
-@pytest.mark.parametrize(
-    "valid_until",
-    [_in(seconds=-1), _in(days=31), "2030-01-01T00:00:00", "tomorrow", 1893456000],
-)
-async def test_a_wrong_valid_until_names_the_param(queue_only: Router, valid_until: object) -> None:
+WRONG_DEADLINES = {
+    "past": lambda: _in(seconds=-1),
+    "beyond-30-days": lambda: _in(days=31),
+    "no-time-zone": lambda: "2030-01-01T00:00:00",
+    "not-a-date": lambda: "tomorrow",
+    "a-number": lambda: 1893456000,
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_DEADLINES))
+async def test_a_wrong_valid_until_names_the_param(queue_only: Router, case: str) -> None:
     headers = await queue_only.key()
+    valid_until = WRONG_DEADLINES[case]()
 
     response = await queue_only.send(headers, text="hi", valid_until=valid_until)
 
