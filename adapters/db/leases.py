@@ -1,17 +1,43 @@
 """Sender leases: each sender is dispatched by one dispatcher at a time, so its pace (Meta
-counts messages per second per number) lives in one process's memory."""
+counts messages per second per number) lives in one process's memory. Dispatchers register
+themselves, so each can take a fair share of the senders."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Table, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.db.tables import dispatchers, senders
 from adapters.db.tables import sender_leases as leases
-from adapters.db.tables import senders
+
+
+def _insert(conn: AsyncConnection, table: Table) -> Any:
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+async def heartbeat(
+    conn: AsyncConnection, *, owner: str, now: datetime, live_since: datetime
+) -> int:
+    """Register this dispatcher as alive; returns how many dispatchers are (this one too)."""
+    stmt = _insert(conn, dispatchers).values(owner=owner, seen_at=now)
+    await conn.execute(
+        stmt.on_conflict_do_update(index_elements=[dispatchers.c.owner], set_={"seen_at": now})
+    )
+    await conn.execute(delete(dispatchers).where(dispatchers.c.seen_at < live_since))
+    return int(await conn.scalar(select(func.count()).select_from(dispatchers)) or 1)
+
+
+async def leased_elsewhere(conn: AsyncConnection, *, owner: str, now: datetime) -> set[str]:
+    """The senders other dispatchers hold right now."""
+    rows = await conn.execute(
+        select(leases.c.sender_id).where(leases.c.owner != owner, leases.c.expires_at > now)
+    )
+    return {row.sender_id for row in rows}
 
 
 async def acquire(
@@ -21,21 +47,24 @@ async def acquire(
     owner: str,
     now: datetime,
     expires_at: datetime,
+    limit: int | None = None,
 ) -> dict[str, int]:
-    """Take or renew the leases of ``sender_ids`` that are free, expired or already ours.
-    Returns the senders this owner now holds, with their ``max_mps``."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    """Take or renew, in the given order, the leases of ``sender_ids`` that are free, expired
+    or already ours, up to ``limit``. Returns the senders this owner now holds, with their
+    ``max_mps``."""
+    held = 0
     for sender_id in sender_ids:
-        stmt = dialect.insert(leases).values(
-            sender_id=sender_id, owner=owner, expires_at=expires_at
-        )
-        await conn.execute(
+        if limit is not None and held >= limit:
+            break
+        stmt = _insert(conn, leases).values(sender_id=sender_id, owner=owner, expires_at=expires_at)
+        taken = await conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=[leases.c.sender_id],
                 set_={"owner": owner, "expires_at": expires_at},
                 where=or_(leases.c.expires_at <= now, leases.c.owner == owner),
-            )
+            ).returning(leases.c.sender_id)
         )
+        held += taken.first() is not None
     rows = await conn.execute(
         select(leases.c.sender_id, senders.c.max_mps)
         .join(senders, senders.c.phone_number_id == leases.c.sender_id)
@@ -44,8 +73,16 @@ async def acquire(
     return {row.sender_id: row.max_mps for row in rows}
 
 
-async def release(conn: AsyncConnection, *, owner: str) -> None:
-    await conn.execute(delete(leases).where(leases.c.owner == owner))
+async def release(
+    conn: AsyncConnection, *, owner: str, sender_ids: Sequence[str] | None = None
+) -> None:
+    """Give back some (or all) of this owner's senders; all also forgets the dispatcher."""
+    query = delete(leases).where(leases.c.owner == owner)
+    if sender_ids is not None:
+        query = query.where(leases.c.sender_id.in_(sender_ids))
+    else:
+        await conn.execute(delete(dispatchers).where(dispatchers.c.owner == owner))
+    await conn.execute(query)
 
 
 async def holders(conn: AsyncConnection, *, now: datetime) -> dict[str, str]:

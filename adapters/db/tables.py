@@ -186,6 +186,14 @@ class SenderLeaseRow(Base):
     expires_at: Mapped[datetime]
 
 
+class DispatcherRow(Base):
+    """Live dispatchers, so each takes a fair share of the senders."""
+
+    __tablename__ = "dispatchers"
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime]
+
+
 class IdempotencyKeyRow(Base):
     """A completed send, replayed for the same (client, key) and body within 24 h."""
 
@@ -259,5 +267,6 @@ sandbox_state = _table(SandboxStateRow)
 idempotency_keys = _table(IdempotencyKeyRow)
 rate_limits = _table(RateLimitRow)
 sender_leases = _table(SenderLeaseRow)
+dispatchers = _table(DispatcherRow)
 templates = _table(TemplateRow)
 template_catalogs = _table(TemplateCatalogRow)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import socket
@@ -119,7 +120,9 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._paces: dict[str, SenderPace] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._task_senders: dict[asyncio.Task[None], str] = {}
         self._renew_at = 0.0
+        self._eager_at = 0.0
         self.heartbeat: datetime | None = None
 
     @property
@@ -158,7 +161,7 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """One pass with fresh leases, waiting for the sends it started (tests, tools)."""
-        self._renew_at = 0.0
+        self._renew_at = self._eager_at = 0.0
         started, _ = await self._pump()
         await self._wait_for_tasks()
         return started
@@ -169,9 +172,15 @@ class Dispatcher:
         now = self._clock()
         async with self._db.read() as conn:
             due = await outbox.due_senders(conn, now=now)
-        if due and (loop.time() >= self._renew_at or not set(due) <= set(self._paces)):
+        unheld = not set(due) <= set(self._paces)
+        if loop.time() >= self._renew_at or (unheld and loop.time() >= self._eager_at):
+            # New senders with work are looked at within a second (not on every pass: other
+            # dispatchers may hold them).
+            self._eager_at = loop.time() + 1.0
             await self._renew_leases(now, due)
         wait = self._idle_poll
+        if not set(due) <= set(self._paces):
+            wait = min(wait, self._eager_at - loop.time())
         started = 0
         for sender_id in due:
             pace = self._paces.get(sender_id)
@@ -199,13 +208,34 @@ class Dispatcher:
         return started, max(wait, 0.001)
 
     async def _renew_leases(self, now: datetime, due: list[str]) -> None:
-        wanted = sorted(set(due) | set(self._paces))
+        """Keep our senders and take free ones, up to a fair share: the senders with work,
+        divided by the live dispatchers. A dispatcher holding more than its share gives back
+        the idle ones, so a new worker gets some at its next renewal."""
         async with self._db.write() as conn:
+            live = await lease_repo.heartbeat(
+                conn, owner=self.owner, now=now, live_since=now - self._lease
+            )
+            others = await lease_repo.leased_elsewhere(conn, owner=self.owner, now=now)
+            mine = set(self._paces)
+            total = max(len(set(due) | mine | others), 1)
+            share = math.ceil(total / live)
+            excess = len(mine) - share
+            if excess > 0:
+                busy = set(self._task_senders.values())
+                idle = sorted(s for s in mine if s not in busy)[:excess]
+                await lease_repo.release(conn, owner=self.owner, sender_ids=idle)
+                mine -= set(idle)
+            wanted = [*sorted(mine), *sorted(set(due) - mine)]
             held = await lease_repo.acquire(
-                conn, wanted, owner=self.owner, now=now, expires_at=now + self._lease
+                conn,
+                wanted,
+                owner=self.owner,
+                now=now,
+                expires_at=now + self._lease,
+                limit=max(share, len(mine)),
             )
         for sender_id in set(self._paces) - set(held):
-            del self._paces[sender_id]  # another dispatcher holds it now
+            del self._paces[sender_id]  # given back, or another dispatcher holds it now
         for sender_id, max_mps in held.items():
             pace = self._paces.setdefault(sender_id, SenderPace(max_mps))
             pace.max_mps = max_mps
@@ -214,9 +244,11 @@ class Dispatcher:
     def _start(self, job: OutboundJob, pace: SenderPace, deadline: float) -> None:
         task = asyncio.create_task(self._runner.run(job, deadline=deadline, turn=pace.turn))
         self._tasks.add(task)
+        self._task_senders[task] = job.sender_id
 
         def done(finished: asyncio.Task[None]) -> None:
             self._tasks.discard(finished)
+            self._task_senders.pop(finished, None)
             self._wakeup.set()  # a slot is free, and the pair's next message may be due
 
         task.add_done_callback(done)

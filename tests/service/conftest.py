@@ -42,6 +42,22 @@ class World:
         async with self.db.write() as conn:
             await contact_repo.move_last_inbound(conn, SENDER, wa_id, self.clock.now)
 
+    async def send_to(self, sender_id: str, wa_id: str, text: str = "hello") -> Message:
+        """A template (no window needed) from any registered sender."""
+        accepted = await self.sending.accept(
+            SendRequest(
+                key=self.key,
+                route="test",
+                sender_id=sender_id,
+                wa_id=wa_id,
+                content=content.template(name="hello_world", language="en_US", components=[]),
+                reply_to=None,
+                metadata={},
+                correlation_id="req_test",
+            )
+        )
+        return await self.message(accepted.message_id)
+
     async def send_text(self, text: str = "hello", wa_id: str = CUSTOMER) -> Message:
         accepted = await self.sending.accept(
             SendRequest(

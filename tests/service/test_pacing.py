@@ -111,3 +111,29 @@ async def test_131056_backs_off_that_conversation_only(world: World) -> None:
         if r.body["to"] == "+" + pair
     ]
     assert sent_to_pair == [first.id, first.id, second.id]
+
+
+async def test_dispatchers_share_the_senders_fairly_and_never_overlap(world: World) -> None:
+    senders = [f"10654035224{n:04d}" for n in range(10)]
+    async with world.db.write() as conn:
+        for sender_id in senders:
+            await key_repo.upsert_sender(
+                conn, Sender(phone_number_id=sender_id), now=world.clock.now
+            )
+    for sender_id in senders:
+        for _ in range(4):  # one conversation each: one message per pass, in order
+            await world.send_to(sender_id, "14155550001")
+    first, second = (
+        Dispatcher(world.db, world.cloud, clock=world.clock, policy=POLICY, owner=name)
+        for name in ("first", "second")
+    )
+
+    await first.run_once()
+    assert first.senders == frozenset(senders)  # alone: it takes them all
+    await second.run_once()
+    assert second.senders == frozenset()  # nothing free yet
+    await first.run_once()  # sees two dispatchers: gives back its idle half
+    await second.run_once()
+
+    assert len(first.senders) == len(second.senders) == 5
+    assert first.senders.isdisjoint(second.senders)
