@@ -16,6 +16,7 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 
 from app.http.auth import provide_api_key, provide_services
+from app.http.bench import bench_bare
 from app.http.contacts import ContactsController
 from app.http.messages import MessagesController, TemplatesController, render
 from app.http.middleware import correlation_middleware
@@ -65,6 +66,8 @@ def create_app(
     ]
     if settings.sandbox:
         route_handlers.append(SandboxController)
+    if settings.bench_routes:  # benchmarks only; never in the OpenAPI document
+        route_handlers.append(bench_bare)
     return Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],

@@ -137,7 +137,8 @@ def new_dispatcher(
         db,
         cloud_api,
         clock=tuning.clock,
-        policy=tuning.retry_policy,
+        policy=tuning.retry_policy
+        or RetryPolicy(reconcile_after=timedelta(seconds=settings.reconcile_seconds)),
         idle_poll=tuning.idle_poll,
         lease=timedelta(seconds=settings.lease_seconds),
         pair_pacing=PairPacing(

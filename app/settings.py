@@ -46,11 +46,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     read_rate_per_minute: Rate = 1200
     worker: WorkerMode = WorkerMode.EMBEDDED
     lease_seconds: Annotated[int, msgspec.Meta(ge=4, le=3600)] = 30
+    #: After an attempt that may have reached Meta (a timeout, a dropped connection), how long
+    #: to wait for a status webhook carrying our id before sending again.
+    reconcile_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 120
     #: Meta's pair rate (one business number → one customer): about one per 6 s sustained,
     #: bursts of up to 45 (cloud-api.md §6.2).
     pair_interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 6.0
     pair_burst: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 45
     log_format: LogFormat | None = None
+    #: Benchmarks only: mount the reference route ``POST /bench/bare`` (app/http/bench.py).
+    bench_routes: bool = False
 
     @property
     def sandbox(self) -> bool:

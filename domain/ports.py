@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,7 +19,16 @@ class SendResult:
 class CloudApi(Protocol):
     """Sends one message body (the Cloud API's own JSON) from one business number."""
 
-    async def send(self, phone_number_id: str, payload: Mapping[str, Any]) -> SendResult: ...
+    async def send(
+        self,
+        phone_number_id: str,
+        payload: Mapping[str, Any],
+        *,
+        on_write: Callable[[], None] | None = None,
+    ) -> SendResult:
+        """``on_write`` is called when the request is being written to Meta (the moment Meta
+        may count it from, for the sender's pace); an adapter that cannot tell never calls it."""
+        ...
 
 
 class TemplateSource(Protocol):

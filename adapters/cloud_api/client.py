@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -88,6 +88,18 @@ def _title(message: str, code: int | None) -> str:
     return message[len(prefix) :] if code is not None and message.startswith(prefix) else message
 
 
+def _trace_write(on_write: Callable[[], None]) -> Callable[[str, Any], Awaitable[None]]:
+    """httpx's ``trace`` extension (httpcore's events): tell ``on_write`` when the request's
+    headers start going out, after any wait for a pooled connection or a new one's set-up.
+    A transport that is not httpcore (a test's MockTransport) sends no events."""
+
+    async def trace(event: str, _info: Any) -> None:
+        if event.endswith(".send_request_headers.started"):
+            on_write()
+
+    return trace
+
+
 def status_error(response: httpx.Response) -> CloudApiStatusError:
     try:
         error = _error_decoder.decode(response.content).error
@@ -115,11 +127,20 @@ class CloudApiClient:
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self._version = version
 
-    async def send(self, phone_number_id: str, payload: Mapping[str, Any]) -> SendResult:
+    async def send(
+        self,
+        phone_number_id: str,
+        payload: Mapping[str, Any],
+        *,
+        on_write: Callable[[], None] | None = None,
+    ) -> SendResult:
         url = f"/{self._version}/{phone_number_id}/messages"
         try:
             response = await self._http.post(
-                url, content=_encoder.encode(payload), headers=self._headers
+                url,
+                content=_encoder.encode(payload),
+                headers=self._headers,
+                extensions={"trace": _trace_write(on_write)} if on_write else None,
             )
         except httpx.ConnectError as exc:
             raise CloudApiUnavailable(f"connect: {exc!r}", maybe_sent=False) from exc

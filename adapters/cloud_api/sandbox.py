@@ -174,7 +174,15 @@ class SandboxCloudApi:
         self._delays = delays
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def send(self, phone_number_id: str, payload: Mapping[str, Any]) -> SendResult:
+    async def send(
+        self,
+        phone_number_id: str,
+        payload: Mapping[str, Any],
+        *,
+        on_write: Callable[[], None] | None = None,
+    ) -> SendResult:
+        if on_write is not None:
+            on_write()  # the simulated Meta has it at once
         wa_id = str(payload.get("to", "")).lstrip("+")
         if payload.get("type") != "template":
             last = await self._last_inbound(phone_number_id, wa_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -79,16 +79,17 @@ class AttemptRunner:
         self._on_throttled = on_throttled
 
     async def run(
-        self, job: OutboundJob, *, deadline: float, turn: Callable[[], Awaitable[None]]
+        self, job: OutboundJob, *, deadline: float, on_write: Callable[[], None] | None = None
     ) -> None:
-        """Send ``job`` once; ``turn`` waits for the sender's pace. Never raises: whatever
-        happens is recorded (or, if even that fails, the message lease expires)."""
+        """Send ``job`` once (the dispatcher already counted it in the sender's pace;
+        ``on_write`` hears when the request is written). Never raises: whatever happens is
+        recorded (or, if even that fails, the message lease expires)."""
         with structlog.contextvars.bound_contextvars(
             correlation_id=job.correlation_id, message_id=job.id, sender_id=job.sender_id
         ):
             try:
                 async with asyncio.timeout_at(deadline):
-                    await self._attempt(job, turn)
+                    await self._attempt(job, on_write)
             except TimeoutError:
                 await self._on_unavailable(
                     job, CloudApiUnavailable("attempt deadline", maybe_sent=True), latency=0.0
@@ -127,7 +128,7 @@ class AttemptRunner:
             await outbox.record_failed(conn, job, error=error, now=self._clock(), attempt=None)
         _log.info("dispatch", outcome="failed", code=error.code)
 
-    async def _attempt(self, job: OutboundJob, turn: Callable[[], Awaitable[None]]) -> None:
+    async def _attempt(self, job: OutboundJob, on_write: Callable[[], None] | None) -> None:
         now = self._clock()
         if job.valid_until is not None and now >= job.valid_until:
             await self._fail_before_send(job, EXPIRED)
@@ -138,10 +139,9 @@ class AttemptRunner:
             if not window_open(state, now):
                 await self._fail_before_send(job, WINDOW_CLOSED_BEFORE_SEND)
                 return
-        await turn()
         started = time.perf_counter()
         try:
-            result = await self._cloud_api.send(job.sender_id, job.payload)
+            result = await self._cloud_api.send(job.sender_id, job.payload, on_write=on_write)
         except CloudApiStatusError as exc:
             await self._on_status_error(job, exc, latency=time.perf_counter() - started)
             return

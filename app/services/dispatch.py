@@ -2,7 +2,8 @@
 them through the Cloud API port (app/services/attempt.py records each outcome).
 
 - A sender is leased to one dispatcher at a time, so its pace lives in this process: at most
-  ``max_mps`` sends start in any 1-second window (halved for a minute after a 130429).
+  ``max_mps`` sends in any 1-second window (halved for a minute after a 130429), each counted
+  from its claim until a window after it was written (see :class:`SendSlot`).
 - Per conversation, messages go strictly in acceptance order at the pair's pace (the claim
   query only offers the oldest queued message of each pair, when its pace allows).
 - Message leases are fenced and every attempt ends at 75 % of its lease, counted from the claim,
@@ -18,7 +19,6 @@ import math
 import os
 import random
 import socket
-from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -51,35 +51,58 @@ def default_owner() -> str:
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{ids.ulid()[-6:]}"
 
 
+class SendSlot:
+    """One send's place in its sender's window. Meta counts a message when it arrives, which
+    can be well after the send started (the event loop is busy, a connection is being set up
+    or waited for): so the place is taken at the claim and dated when the request is written
+    to the connection, as the Cloud API adapter reports, or else (a transport that cannot
+    tell) when the attempt ends. Until then it counts as arriving at any moment."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at = math.inf
+
+    def written(self) -> None:
+        """The request is being written now (again, if a connection failed before)."""
+        now = asyncio.get_running_loop().time()
+        self.at = now if self.at == math.inf else max(self.at, now)
+
+    def ended(self) -> None:
+        if self.at == math.inf:
+            self.at = asyncio.get_running_loop().time()
+
+
 class SenderPace:
-    """The start times of this sender's recent sends, and the rule over them."""
+    """This sender's recent sends, and the rule over them: at most ``limit`` in any window."""
 
     def __init__(self, max_mps: int) -> None:
         self.max_mps = max_mps
         self.slow_until = 0.0
-        self._starts: deque[float] = deque()
+        self._slots: list[SendSlot] = []
 
     def limit(self, now: float) -> int:
         return max(1, self.max_mps // 2) if now < self.slow_until else self.max_mps
 
     def _trim(self, now: float) -> None:
-        while self._starts and self._starts[0] <= now - PACE_WINDOW_SECONDS:
-            self._starts.popleft()
+        self._slots = [slot for slot in self._slots if slot.at > now - PACE_WINDOW_SECONDS]
 
     def available(self, now: float) -> int:
         self._trim(now)
-        return max(self.limit(now) - len(self._starts), 0)
+        return max(self.limit(now) - len(self._slots), 0)
 
     def next_start(self, now: float) -> float:
+        """When one more send fits (``inf``: once a send in flight is written or ends)."""
         self._trim(now)
-        return next_send_time(self._starts, now, self.limit(now), PACE_WINDOW_SECONDS)
+        return next_send_time(
+            sorted(slot.at for slot in self._slots), now, self.limit(now), PACE_WINDOW_SECONDS
+        )
 
-    async def turn(self) -> None:
-        """Wait until a send may start, and count it as started."""
-        loop = asyncio.get_running_loop()
-        while (wait := self.next_start(loop.time()) - loop.time()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(wait)  # a deadline to wait for, not a condition to poll
-        self._starts.append(loop.time())
+    def take(self) -> SendSlot:
+        """Count one more send, from now on (the caller checked :meth:`available`)."""
+        slot = SendSlot()
+        self._slots.append(slot)
+        return slot
 
 
 class Dispatcher:
@@ -242,11 +265,13 @@ class Dispatcher:
         self._renew_at = asyncio.get_running_loop().time() + self._lease.total_seconds() / 3
 
     def _start(self, job: OutboundJob, pace: SenderPace, deadline: float) -> None:
-        task = asyncio.create_task(self._runner.run(job, deadline=deadline, turn=pace.turn))
+        slot = pace.take()
+        task = asyncio.create_task(self._runner.run(job, deadline=deadline, on_write=slot.written))
         self._tasks.add(task)
         self._task_senders[task] = job.sender_id
 
         def done(finished: asyncio.Task[None]) -> None:
+            slot.ended()
             self._tasks.discard(finished)
             self._task_senders.pop(finished, None)
             self._wakeup.set()  # a slot is free, and the pair's next message may be due

@@ -53,9 +53,15 @@ class FakeGraphProcess:
         return list(httpx.get(self.url + "/_requests", timeout=5).json())
 
     def script(
-        self, answers: list[dict[str, Any]] | None = None, delay: float | None = None
+        self,
+        answers: list[Any] | None = None,
+        delay: float | tuple[float, float] | None = None,
+        **command: Any,
     ) -> None:
-        command: dict[str, Any] = {"answers": answers or []}
+        """Change the fake's script (tests/fake_graph_server.py lists the keys of
+        ``command``: ``by_to``, ``by_sender``, ``sender_default``, ``default``, ``mix``,
+        ``seed``, ``reset``)."""
+        command["answers"] = answers or []
         if delay is not None:
             command["delay"] = delay
         httpx.post(self.url + "/_script", json=command, timeout=5).raise_for_status()

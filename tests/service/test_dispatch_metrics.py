@@ -87,7 +87,9 @@ class StalledCloudApi:
         self.called = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def send(self, phone_number_id: str, payload: Mapping[str, Any]) -> SendResult:
+    async def send(
+        self, phone_number_id: str, payload: Mapping[str, Any], **_: object
+    ) -> SendResult:
         self.called.set()
         await self.release.wait()
         return SendResult(wamid="wamid.SLOW")

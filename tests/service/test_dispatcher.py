@@ -244,7 +244,7 @@ async def test_a_status_webhook_during_reconciliation_prevents_a_resend(world: W
 
 async def test_a_dispatch_that_crashes_is_counted_and_ends_failed(world: World) -> None:
     class Exploding:
-        async def send(self, phone_number_id: str, payload: object) -> object:
+        async def send(self, phone_number_id: str, payload: object, **_: object) -> object:
             raise RuntimeError("bug")
 
     dispatcher = Dispatcher(
@@ -279,7 +279,7 @@ async def test_a_slow_meta_never_makes_two_dispatchers_send_the_same_message(
     class SlowMeta:
         calls = 0
 
-        async def send(self, phone_number_id: str, payload: object) -> SendResult:
+        async def send(self, phone_number_id: str, payload: object, **_: object) -> SendResult:
             SlowMeta.calls += 1
             await asyncio.sleep(2.0)
             return SendResult(wamid="wamid.SLOW")

@@ -27,6 +27,7 @@ def test_defaults_match_the_contract() -> None:
     assert settings.send_rate_per_hour == 0
     assert settings.read_rate_per_minute == 1200
     assert settings.worker is WorkerMode.EMBEDDED
+    assert settings.reconcile_seconds == 120
     assert settings.log_format is None
     assert settings.sandbox
 
@@ -46,6 +47,8 @@ def test_defaults_match_the_contract() -> None:
         ("SEND_RATE_PER_MINUTE", "0", "send_rate_per_minute", 0),
         ("SEND_RATE_PER_HOUR", "500", "send_rate_per_hour", 500),
         ("READ_RATE_PER_MINUTE", "30", "read_rate_per_minute", 30),
+        ("RECONCILE_SECONDS", "2", "reconcile_seconds", 2),
+        ("RECONCILE_SECONDS", "3600", "reconcile_seconds", 3600),
         ("WORKER", "off", "worker", WorkerMode.OFF),
         ("WORKER", "embedded", "worker", WorkerMode.EMBEDDED),
         ("LOG_FORMAT", "json", "log_format", LogFormat.JSON),
@@ -115,6 +118,10 @@ def test_an_empty_app_secret_with_a_real_token_counts_as_missing() -> None:
         pytest.param({f"{P}WORKER": "both"}, f"{P}WORKER", id="bad-worker-mode"),
         pytest.param({f"{P}WORKER": "OFF"}, f"{P}WORKER", id="worker-mode-is-lowercase"),
         pytest.param({f"{P}LOG_FORMAT": "xml"}, f"{P}LOG_FORMAT", id="bad-log-format"),
+        pytest.param({f"{P}RECONCILE_SECONDS": "0"}, f"{P}RECONCILE_SECONDS", id="reconcile-0"),
+        pytest.param(
+            {f"{P}RECONCILE_SECONDS": "3601"}, f"{P}RECONCILE_SECONDS", id="reconcile-too-long"
+        ),
         pytest.param(
             {f"{P}SEND_RATE_PER_MINUTE": "-1"}, f"{P}SEND_RATE_PER_MINUTE", id="negative-rate"
         ),
