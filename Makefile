@@ -26,10 +26,11 @@ worker: $(STAMP) ## run the dispatcher alone (with WA_ROUTER_WORKER=off on the A
 	$(BIN)/wa-router worker
 
 test: $(STAMP) lint ## lint, then every test (PostgreSQL ones when WA_ROUTER_TEST_POSTGRES_URL is set)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -q
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -q -m "not timing"
+	$(BIN)/python -m pytest -q -p no:xdist -m timing  # rates and kill -9 races, alone on the machine
 
 test-postgres: $(STAMP) ## the suite again with PostgreSQL behind every fixture (needs WA_ROUTER_TEST_POSTGRES_URL)
-	WA_ROUTER_TEST_BACKEND=postgres $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q -m "not slow"
+	WA_ROUTER_TEST_BACKEND=postgres $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q -m "not slow and not timing"
 
 test-fast: $(STAMP) ## the tests without the slow ones (real processes, long searches)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q -m "not slow"

@@ -46,7 +46,7 @@ from tests.e2e.fault_checks import (
 from tests.e2e.processes import APP_SECRET, FakeGraphProcess, RouterProcess, fake_graph
 from tests.e2e.processes import router_process as _router_process
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
+pytestmark = [pytest.mark.slow, pytest.mark.timing, pytest.mark.xdist_group("processes")]
 
 LEASE_SECONDS = 4  # an attempt is cut off after 3 s
 RECONCILE_SECONDS = 2

@@ -9,12 +9,15 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from adapters.cloud_api.client import CloudApiClient
 from adapters.db import keys as key_repo
 from app.services.dispatch import Dispatcher
 from domain.model import Sender
 from tests.service.conftest import POLICY, SENDER, World
+
+pytestmark = pytest.mark.timing
 
 MAX_MPS = 5
 SETUP_SECONDS = 0.3  # the first requests wait this long for their connections

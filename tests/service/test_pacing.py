@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import httpx
+import pytest
 
 from adapters.cloud_api.client import CloudApiClient
 from adapters.db import keys as key_repo
@@ -51,6 +52,7 @@ async def _timed_world(world: World, max_mps: int) -> tuple[Dispatcher, list[flo
     ), arrivals
 
 
+@pytest.mark.timing
 async def test_a_sender_never_exceeds_its_max_mps_in_any_second(world: World) -> None:
     dispatcher, arrivals = await _timed_world(world, max_mps=5)
     contacts = [f"1415555{n:04d}" for n in range(20)]
@@ -68,6 +70,7 @@ async def test_a_sender_never_exceeds_its_max_mps_in_any_second(world: World) ->
     assert len(arrivals) >= 10  # and it does keep the pace: 5 at once, 5 a second later …
 
 
+@pytest.mark.timing
 async def test_130429_halves_the_senders_pace_for_a_while(world: World) -> None:
     dispatcher, arrivals = await _timed_world(world, max_mps=6)
     world.graph.then(meta_error(400, 130429, "Rate limit hit"))
