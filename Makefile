@@ -27,7 +27,7 @@ worker: $(STAMP) ## run the dispatcher alone (with WA_ROUTER_WORKER=off on the A
 
 test: $(STAMP) lint ## lint, then every test (PostgreSQL ones when WA_ROUTER_TEST_POSTGRES_URL is set)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -q -m "not timing"
-	$(BIN)/python -m pytest -q -p no:xdist -m timing  # rates and kill -9 races, alone on the machine
+	$(BIN)/python -m pytest -q -n 0 -m timing  # rates and kill -9 races, alone on the machine
 
 test-postgres: $(STAMP) ## the suite again with PostgreSQL behind every fixture (needs WA_ROUTER_TEST_POSTGRES_URL)
 	WA_ROUTER_TEST_BACKEND=postgres $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q -m "not slow and not timing"
