@@ -88,12 +88,7 @@ class AttemptRunner:
             correlation_id=job.correlation_id, message_id=job.id, sender_id=job.sender_id
         ):
             try:
-                async with asyncio.timeout_at(deadline):
-                    await self._attempt(job, on_write)
-            except TimeoutError:
-                await self._on_unavailable(
-                    job, CloudApiUnavailable("attempt deadline", maybe_sent=True), latency=0.0
-                )
+                await self._attempt(job, on_write, deadline)
             except Exception as exc:  # noqa: BLE001 - one bad job must not stall the others
                 _log.error("dispatch_error", error=repr(exc))
                 await self._record_crash(job, exc)
@@ -128,7 +123,12 @@ class AttemptRunner:
             await outbox.record_failed(conn, job, error=error, now=self._clock(), attempt=None)
         _log.info("dispatch", outcome="failed", code=error.code)
 
-    async def _attempt(self, job: OutboundJob, on_write: Callable[[], None] | None) -> None:
+    async def _attempt(
+        self, job: OutboundJob, on_write: Callable[[], None] | None, deadline: float
+    ) -> None:
+        """The deadline bounds the wait for Meta only: once Meta has answered, the outcome is
+        recorded however long the database takes (cutting that short would lose a wamid and
+        send the message again)."""
         now = self._clock()
         if job.valid_until is not None and now >= job.valid_until:
             await self._fail_before_send(job, EXPIRED)
@@ -139,9 +139,24 @@ class AttemptRunner:
             if not window_open(state, now):
                 await self._fail_before_send(job, WINDOW_CLOSED_BEFORE_SEND)
                 return
+        if asyncio.get_running_loop().time() >= deadline:  # the checks took the whole lease
+            await self._on_unavailable(
+                job,
+                CloudApiUnavailable("attempt deadline before send", maybe_sent=False),
+                latency=0.0,
+            )
+            return
         started = time.perf_counter()
         try:
-            result = await self._cloud_api.send(job.sender_id, job.payload, on_write=on_write)
+            async with asyncio.timeout_at(deadline):
+                result = await self._cloud_api.send(job.sender_id, job.payload, on_write=on_write)
+        except TimeoutError:
+            await self._on_unavailable(
+                job,
+                CloudApiUnavailable("attempt deadline", maybe_sent=True),
+                latency=time.perf_counter() - started,
+            )
+            return
         except CloudApiStatusError as exc:
             await self._on_status_error(job, exc, latency=time.perf_counter() - started)
             return
