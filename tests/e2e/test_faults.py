@@ -306,7 +306,7 @@ def test_a_sender_wide_190_pauses_that_sender_only(tmp_path: Path) -> None:
         assert wait_for(lambda: count(s.db_path, "status = 'accepted'") == len(ids), timeout=20)
 
 
-def test_pacing_holds_max_mps_and_uses_it(tmp_path: Path) -> None:
+def test_pacing_holds_max_mps(tmp_path: Path) -> None:
     sender, mps, n = sender_ids(1)[0], 20, 120
     with stack(tmp_path, senders={sender: mps}, worker=False) as s:
         wa_ids = contacts(n)
@@ -333,7 +333,8 @@ def test_pacing_holds_max_mps_and_uses_it(tmp_path: Path) -> None:
         )
         assert len(requests) == n
         assert most <= mps
-        assert mean >= 0.8 * mps
+        # The mean rate is printed, not asserted: a throughput figure on a shared machine is
+        # make bench's business (it prints PASS/FAIL against its target).
         assert {r.attempts for r in db.values()} == {1}
 
 

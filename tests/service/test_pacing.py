@@ -67,7 +67,7 @@ async def test_a_sender_never_exceeds_its_max_mps_in_any_second(world: World) ->
         f"{max_in_any_second(arrivals)}"
     )
     assert max_in_any_second(arrivals) <= 5
-    assert len(arrivals) >= 10  # and it does keep the pace: 5 at once, 5 a second later …
+    assert len(arrivals) > 5  # the window slides: sends go on after the first full second
 
 
 @pytest.mark.timing
