@@ -126,6 +126,13 @@ async def claim_due(
     return jobs
 
 
+async def _job_event(
+    conn: AsyncConnection, job: OutboundJob, *, at: datetime, **event: Any
+) -> None:
+    """An event of a claimed message (its attempt, or the status the attempt led to)."""
+    await add_event(conn, message_id=job.id, correlation_id=job.correlation_id, at=at, **event)
+
+
 def _held(job: OutboundJob) -> tuple[ColumnElement[bool], ...]:
     """Fencing: only the dispatcher that still holds the lease records the outcome."""
     return (messages.c.id == job.id, messages.c.lease_owner == job.lease_owner)
@@ -150,10 +157,9 @@ async def record_accepted(
 ) -> bool:
     """Store the wamid; ``queued`` becomes ``accepted`` unless a webhook already moved it on.
     Returns False if this dispatcher no longer held the lease (nothing is recorded then)."""
-    await add_event(
+    await _job_event(
         conn,
-        message_id=job.id,
-        correlation_id=job.correlation_id,
+        job,
         at=now,
         kind=EventKind.ATTEMPT,
         detail=attempt,
@@ -164,10 +170,9 @@ async def record_accepted(
         .values(status=str(MessageStatus.ACCEPTED), wamid=wamid, accepted_at=now, **_release(now))
     )
     if result.rowcount:
-        await add_event(
+        await _job_event(
             conn,
-            message_id=job.id,
-            correlation_id=job.correlation_id,
+            job,
             at=now,
             kind=EventKind.STATUS,
             status=MessageStatus.ACCEPTED,
@@ -194,10 +199,9 @@ async def record_retry(
     attempt: Mapping[str, Any],
     count_attempt: bool = True,
 ) -> bool:
-    await add_event(
+    await _job_event(
         conn,
-        message_id=job.id,
-        correlation_id=job.correlation_id,
+        job,
         at=now,
         kind=EventKind.ATTEMPT,
         detail=attempt,
@@ -221,10 +225,9 @@ async def record_failed(
 ) -> bool:
     """Fail a message that never got a wamid (the router or the synchronous API refused it)."""
     if attempt is not None:
-        await add_event(
+        await _job_event(
             conn,
-            message_id=job.id,
-            correlation_id=job.correlation_id,
+            job,
             at=now,
             kind=EventKind.ATTEMPT,
             detail=attempt,
@@ -242,10 +245,9 @@ async def record_failed(
         )
     )
     if result.rowcount:
-        await add_event(
+        await _job_event(
             conn,
-            message_id=job.id,
-            correlation_id=job.correlation_id,
+            job,
             at=now,
             kind=EventKind.STATUS,
             status=MessageStatus.FAILED,
