@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,14 +22,13 @@ def _insert(conn: AsyncConnection, table: Any) -> Any:
     return dialect.insert(table)
 
 
+_WINDOW = select(contacts.c.last_inbound_at, contacts.c.window_closed_at).where(
+    contacts.c.sender_id == bindparam("sender_id"), contacts.c.wa_id == bindparam("wa_id")
+)  # built once: every accept runs it (see adapters/db/messages.py)
+
+
 async def window_state(conn: AsyncConnection, sender_id: str, wa_id: str) -> WindowState:
-    row = (
-        await conn.execute(
-            select(contacts.c.last_inbound_at, contacts.c.window_closed_at).where(
-                contacts.c.sender_id == sender_id, contacts.c.wa_id == wa_id
-            )
-        )
-    ).first()
+    row = (await conn.execute(_WINDOW, {"sender_id": sender_id, "wa_id": wa_id})).first()
     if row is None:
         return WindowState(last_inbound_at=None)
     return WindowState(last_inbound_at=row.last_inbound_at, closed_at=row.window_closed_at)

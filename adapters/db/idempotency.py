@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.tables import idempotency_keys as keys
@@ -31,16 +31,24 @@ async def try_lock(conn: AsyncConnection, client_id: str, key: str) -> bool:
     return bool(locked)
 
 
+# Built once, as the other hot paths' statements (see adapters/db/messages.py).
+_FIND = select(
+    keys.c.fingerprint, keys.c.message_id, keys.c.response_status, keys.c.response_body
+).where(
+    keys.c.client_id == bindparam("client_id"),
+    keys.c.key == bindparam("key"),
+    keys.c.expires_at > bindparam("now"),
+)
+_DELETE = delete(keys).where(
+    keys.c.client_id == bindparam("client_id"), keys.c.key == bindparam("key")
+)
+_INSERT = keys.insert()
+
+
 async def find(
     conn: AsyncConnection, client_id: str, key: str, *, now: datetime
 ) -> StoredResponse | None:
-    row = (
-        await conn.execute(
-            select(
-                keys.c.fingerprint, keys.c.message_id, keys.c.response_status, keys.c.response_body
-            ).where(keys.c.client_id == client_id, keys.c.key == key, keys.c.expires_at > now)
-        )
-    ).first()
+    row = (await conn.execute(_FIND, {"client_id": client_id, "key": key, "now": now})).first()
     if row is None:
         return None
     return StoredResponse(
@@ -61,18 +69,19 @@ async def store(
     expires_at: datetime,
 ) -> None:
     # An expired record of the same key may still be there (the sweep runs periodically).
-    await conn.execute(delete(keys).where(keys.c.client_id == client_id, keys.c.key == key))
+    await conn.execute(_DELETE, {"client_id": client_id, "key": key})
     await conn.execute(
-        keys.insert().values(
-            client_id=client_id,
-            key=key,
-            fingerprint=response.fingerprint,
-            message_id=response.message_id,
-            response_status=response.status,
-            response_body=response.body,
-            created_at=now,
-            expires_at=expires_at,
-        )
+        _INSERT,
+        {
+            "client_id": client_id,
+            "key": key,
+            "fingerprint": response.fingerprint,
+            "message_id": response.message_id,
+            "response_status": response.status,
+            "response_body": response.body,
+            "created_at": now,
+            "expires_at": expires_at,
+        },
     )
 
 
