@@ -16,6 +16,7 @@ import structlog
 
 from adapters.cloud_api.client import DEFAULT_TIMEOUT, CloudApiClient
 from adapters.cloud_api.sandbox import SANDBOX_APP_SECRET, Deliver, SandboxCloudApi
+from adapters.cloud_api.transport import AiohttpTransport
 from adapters.db import contacts as contact_repo
 from adapters.db.engine import Database
 from adapters.db.migrate import upgrade_to_head
@@ -36,6 +37,11 @@ from domain.ports import CloudApi, TemplateSource
 from domain.retry import RetryPolicy
 
 _log = structlog.get_logger("wa_router")
+
+
+#: Sends one dispatcher keeps in flight at most, and the Cloud API connections it may open:
+#: ~1,000 messages/s (Meta's top tier) at Meta's ~100 ms distance needs ~100 in flight.
+MAX_IN_FLIGHT = 256
 
 
 def utc_now() -> datetime:
@@ -103,11 +109,12 @@ def template_source_for(
 
 
 def graph_client(settings: Settings, tuning: Tuning) -> httpx.AsyncClient:
+    """httpx over aiohttp's pool (adapters/cloud_api/transport.py says why), one connection
+    for each send the dispatcher may have in flight."""
     return httpx.AsyncClient(
         base_url=settings.graph_api_url,
         timeout=DEFAULT_TIMEOUT,
-        transport=tuning.graph_transport,
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        transport=tuning.graph_transport or AiohttpTransport(max_connections=MAX_IN_FLIGHT),
     )
 
 
@@ -145,6 +152,7 @@ def new_dispatcher(
             interval=timedelta(seconds=settings.pair_interval_seconds), burst=settings.pair_burst
         ),
         metrics=metrics,
+        max_in_flight=MAX_IN_FLIGHT,
     )
 
 

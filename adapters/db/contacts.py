@@ -146,15 +146,16 @@ async def park_status(
     await conn.execute(stmt)
 
 
+_TAKE_PARKED = (
+    delete(orphans)
+    .where(orphans.c.wamid == bindparam("b_wamid"))
+    .returning(orphans.c.id, orphans.c.status, orphans.c.at, orphans.c.error)
+)  # built once: every accepted send runs it
+
+
 async def take_parked(conn: AsyncConnection, wamid: str) -> list[tuple[str, datetime, Any]]:
     """Remove and return the statuses parked for ``wamid``, oldest first."""
-    rows = (
-        await conn.execute(
-            delete(orphans)
-            .where(orphans.c.wamid == wamid)
-            .returning(orphans.c.id, orphans.c.status, orphans.c.at, orphans.c.error)
-        )
-    ).all()
+    rows = (await conn.execute(_TAKE_PARKED, {"b_wamid": wamid})).all()
     return [(r.status, r.at, r.error) for r in sorted(rows, key=lambda r: r.id)]
 
 
@@ -174,28 +175,42 @@ async def last_inbound_seen(conn: AsyncConnection, sender_id: str, wa_id: str) -
     return latest
 
 
+_PAIR_PACE = select(contacts.c.next_send_at, contacts.c.pair_strikes).where(
+    contacts.c.sender_id == bindparam("sender_id"), contacts.c.wa_id == bindparam("wa_id")
+)
+
+
+def _set_pair_pace(dialect: Any) -> Any:
+    stmt = dialect.insert(contacts).values(
+        sender_id=bindparam("b_sender"),
+        wa_id=bindparam("b_wa_id"),
+        next_send_at=bindparam("b_next", type_=contacts.c.next_send_at.type),
+        pair_strikes=bindparam("b_strikes"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[contacts.c.sender_id, contacts.c.wa_id],
+        set_={
+            "next_send_at": stmt.excluded.next_send_at,
+            "pair_strikes": stmt.excluded.pair_strikes,
+        },
+    )
+
+
+# Built once for each dialect: every accepted send runs them.
+_SET_PAIR_PACE = {"postgresql": _set_pair_pace(postgresql), "sqlite": _set_pair_pace(sqlite)}
+
+
 async def pair_pace(
     conn: AsyncConnection, sender_id: str, wa_id: str
 ) -> tuple[datetime | None, int]:
     """(next_send_at, strikes) of the pair: its pace and its run of 131056 refusals."""
-    row = (
-        await conn.execute(
-            select(contacts.c.next_send_at, contacts.c.pair_strikes).where(
-                contacts.c.sender_id == sender_id, contacts.c.wa_id == wa_id
-            )
-        )
-    ).first()
+    row = (await conn.execute(_PAIR_PACE, {"sender_id": sender_id, "wa_id": wa_id})).first()
     return (None, 0) if row is None else (row.next_send_at, row.pair_strikes)
 
 
 async def set_pair_pace(
     conn: AsyncConnection, sender_id: str, wa_id: str, *, next_send_at: datetime, strikes: int
 ) -> None:
-    stmt = _insert(conn, contacts).values(
-        sender_id=sender_id, wa_id=wa_id, next_send_at=next_send_at, pair_strikes=strikes
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[contacts.c.sender_id, contacts.c.wa_id],
-        set_={"next_send_at": next_send_at, "pair_strikes": strikes},
-    )
-    await conn.execute(stmt)
+    stmt = _SET_PAIR_PACE["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    params = {"b_sender": sender_id, "b_wa_id": wa_id, "b_next": next_send_at, "b_strikes": strikes}
+    await conn.execute(stmt, params)

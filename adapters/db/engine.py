@@ -22,7 +22,7 @@ import aiosqlite
 from sqlalchemy import event, text
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -100,9 +100,17 @@ def _sqlite_engine(url: str, *, writer: bool) -> AsyncEngine:
             cursor.execute(pragma)
         cursor.close()
 
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+        # Straight to sqlite3 (the connection is inline): through SQLAlchemy's execution
+        # machinery a BEGIN cost more than the transaction's own statements.
+        inline: _InlineConnection = connection.connection.driver_connection
+        try:
+            inline._conn.execute(begin)
+        except sqlite3.OperationalError as exc:  # "database is locked": as SQLAlchemy raises it
+            raise OperationalError(begin, None, exc) from exc
 
     return engine
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.messages import EventKind, add_event, error_columns
@@ -147,6 +147,37 @@ def _release(now: datetime) -> dict[str, Any]:
     }
 
 
+_ACCEPT = (
+    update(messages)
+    .where(
+        messages.c.id == bindparam("b_id"),
+        messages.c.lease_owner == bindparam("b_owner"),
+        messages.c.status == str(MessageStatus.QUEUED),
+    )
+    .values(
+        status=str(MessageStatus.ACCEPTED),
+        wamid=bindparam("b_wamid"),
+        accepted_at=bindparam("b_now"),
+        lease_owner=None,
+        lease_expires_at=None,
+        attempts=messages.c.attempts + 1,
+        updated_at=bindparam("b_now"),
+    )
+)  # built once, as the accept path's statements (adapters/db/messages.py): every send runs it
+_ACCEPT_MOVED_ON = (
+    update(messages)
+    .where(messages.c.id == bindparam("b_id"), messages.c.lease_owner == bindparam("b_owner"))
+    .values(
+        wamid=func.coalesce(messages.c.wamid, bindparam("b_wamid")),
+        accepted_at=bindparam("b_now"),
+        lease_owner=None,
+        lease_expires_at=None,
+        attempts=messages.c.attempts + 1,
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
 async def record_accepted(
     conn: AsyncConnection,
     job: OutboundJob,
@@ -164,11 +195,8 @@ async def record_accepted(
         kind=EventKind.ATTEMPT,
         detail=attempt,
     )
-    result = await conn.execute(
-        update(messages)
-        .where(*_held(job), messages.c.status == str(MessageStatus.QUEUED))
-        .values(status=str(MessageStatus.ACCEPTED), wamid=wamid, accepted_at=now, **_release(now))
-    )
+    params = {"b_id": job.id, "b_owner": job.lease_owner, "b_wamid": wamid, "b_now": now}
+    result = await conn.execute(_ACCEPT, params)
     if result.rowcount:
         await _job_event(
             conn,
@@ -182,11 +210,7 @@ async def record_accepted(
         return True
     # A status webhook moved it on first (found through our callback data): keep the wamid it
     # may already have stored.
-    result = await conn.execute(
-        update(messages)
-        .where(*_held(job))
-        .values(wamid=func.coalesce(messages.c.wamid, wamid), accepted_at=now, **_release(now))
-    )
+    result = await conn.execute(_ACCEPT_MOVED_ON, params)
     return bool(result.rowcount)
 
 

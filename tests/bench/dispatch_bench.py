@@ -29,9 +29,16 @@ FreshDatabase = Callable[[], AbstractContextManager[str]]
 SENDER_BASE = 106540352240000
 WA_BASE = 4915400000000
 WARM_UP_SECONDS = 1.0
-#: (clients, requests in flight): one AsyncClient at several depths, and DESIGN.md's layout of
-#: many clients with a few requests in flight each.
-CEILING_LAYOUTS = ((1, 4), (1, 16), (1, 64), (1, 256), (64, 256), (128, 512))
+#: (transport, clients, requests in flight): one AsyncClient on httpx's own transport at
+#: several depths, DESIGN.md's layout of many clients with a few requests in flight each, and
+#: the dispatcher's own transport (httpx over aiohttp's pool, adapters/cloud_api/transport.py).
+CEILING_LAYOUTS = (
+    ("httpx", 1, 16),
+    ("httpx", 1, 256),
+    ("httpx", 64, 256),
+    ("aiohttp", 1, 256),
+    ("aiohttp", 2, 512),
+)
 #: The dispatcher's sliding pace window (app/services/dispatch.py PACE_WINDOW_SECONDS): 1,000
 #: sends per 1.005 s is the most a 1,000-mps layout can show.
 PACE_WINDOW_SECONDS = 1.005
@@ -41,7 +48,7 @@ PACE_WINDOW_SECONDS = 1.005
 class Ceiling:
     delay_ms: int
     rate: float
-    all: dict[tuple[int, int], float]
+    all: dict[tuple[str, int, int], float]
 
 
 def httpx_ceilings(fake_url: str, knobs: Knobs) -> dict[int, Ceiling]:
@@ -50,7 +57,7 @@ def httpx_ceilings(fake_url: str, knobs: Knobs) -> dict[int, Ceiling]:
     for delay_ms in (100, 0):
         reset_fake(fake_url, delay_ms)
         rates = {}
-        for clients, concurrency in CEILING_LAYOUTS:
+        for transport, clients, concurrency in CEILING_LAYOUTS:
             done = subprocess.run(
                 [
                     sys.executable,
@@ -63,6 +70,8 @@ def httpx_ceilings(fake_url: str, knobs: Knobs) -> dict[int, Ceiling]:
                     str(concurrency),
                     "--seconds",
                     str(knobs.ceiling_seconds),
+                    "--transport",
+                    transport,
                 ],
                 cwd=ROOT,
                 capture_output=True,
@@ -71,7 +80,7 @@ def httpx_ceilings(fake_url: str, knobs: Knobs) -> dict[int, Ceiling]:
             )
             line = next(x for x in done.stdout.decode().splitlines() if x.startswith(RESULT_PREFIX))
             result = json.loads(line.removeprefix(RESULT_PREFIX))
-            rates[clients, concurrency] = result["requests"] / result["seconds"]
+            rates[transport, clients, concurrency] = result["requests"] / result["seconds"]
         ceilings[delay_ms] = Ceiling(delay_ms, max(rates.values()), rates)
     return ceilings
 
@@ -85,9 +94,9 @@ def ceiling_figures(ceilings: dict[int, Ceiling]) -> list[Figure]:
             unit="req/s",
             note="best of: "
             + ", ".join(
-                f"{'1 client' if clients == 1 else f'{clients} clients'}, {n} in flight: "
-                f"{rate:,.0f}/s"
-                for (clients, n), rate in c.all.items()
+                f"{transport}, {'1 client' if clients == 1 else f'{clients} clients'}, "
+                f"{n} in flight: {rate:,.0f}/s"
+                for (transport, clients, n), rate in c.all.items()
             ),
         )
         for c in ceilings.values()

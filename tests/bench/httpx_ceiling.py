@@ -2,7 +2,9 @@
 dispatcher is written against) keeping ``--concurrency`` POSTs of a Cloud API text message in
 flight at all times against the fake Graph API, nothing else; one client by default, or
 ``--clients`` clients sharing the concurrency (DESIGN.md: httpx's pool gets slower with the
-requests in flight per client). Same event loop as ``wa-router worker`` (``asyncio.run``).
+requests in flight per client); httpx's own transport by default, or with ``--transport
+aiohttp`` the dispatcher's (adapters/cloud_api/transport.py). Same event loop as ``wa-router
+worker`` (``asyncio.run``).
 Counts the answers completed in ``--seconds`` after a short warm-up and prints a BENCH-RESULT
 line.
 
@@ -18,6 +20,7 @@ import time
 
 import httpx
 
+from adapters.cloud_api.transport import AiohttpTransport
 from tests.bench.load import RESULT_PREFIX
 
 WARM_UP_SECONDS = 0.5
@@ -53,12 +56,18 @@ async def main(args: argparse.Namespace) -> None:
                 else:
                     errors += 1
 
+    def transport() -> httpx.AsyncBaseTransport | None:
+        if args.transport == "aiohttp":
+            return AiohttpTransport(max_connections=per_client)
+        return None
+
     clients = [
         httpx.AsyncClient(
             base_url=args.url,
             limits=limits,
             timeout=httpx.Timeout(10.0),
             headers={"Authorization": "Bearer bench-token"},
+            transport=transport(),
         )
         for _ in range(args.clients)
     ]
@@ -86,4 +95,5 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--transport", choices=("httpx", "aiohttp"), default="httpx")
     asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,188 @@
+"""The Cloud API transport (httpx over aiohttp) against a real loopback server: what the
+dispatcher depends on is the answer, the moment the request was written, and whether a failure
+happened before that moment (safe to resend) or after (Meta may have the message)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.cloud_api.client import CloudApiClient
+from adapters.cloud_api.errors import CloudApiUnavailable
+from adapters.cloud_api.transport import AiohttpTransport
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+SENT = (
+    b'{"messaging_product":"whatsapp","contacts":[{"input":"+1","wa_id":"1"}],'
+    b'"messages":[{"id":"wamid.X"}]}'
+)
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head, await reader.readexactly(length)
+
+
+def answer(body: bytes, *, status: str = "200 OK", extra: bytes = b"") -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n".encode()
+        + extra
+        + b"\r\n"
+        + body
+    )
+
+
+@asynccontextmanager
+async def server(handler: Handler) -> AsyncIterator[str]:
+    """Serve ``handler`` on a free loopback port; on leaving, stop every connection's task."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        try:
+            await handler(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client went away
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(tracked, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await srv.wait_closed()
+
+
+@asynccontextmanager
+async def client(base_url: str, **timeouts: float) -> AsyncIterator[httpx.AsyncClient]:
+    timeout = httpx.Timeout(**{"timeout": 5.0, **timeouts})
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=timeout, transport=AiohttpTransport(max_connections=8)
+    ) as http:
+        yield http
+
+
+async def test_a_send_returns_metas_answer_and_reports_the_write_before_it() -> None:
+    seen: list[tuple[bytes, bytes]] = []
+    events: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await read_request(reader))
+        events.append("server read it")
+        writer.write(answer(SENT))
+        await writer.drain()
+
+    async with server(handler) as url, client(url) as http:
+        api = CloudApiClient(http, token="t0ken", version="v25.0")
+        result = await api.send(
+            "106540352242922",
+            {"messaging_product": "whatsapp", "to": "+1", "type": "text"},
+            on_write=lambda: events.append("written"),
+        )
+    assert result.wamid == "wamid.X"
+    assert events == ["written", "server read it"]
+    head, body = seen[0]
+    assert head.startswith(b"POST /v25.0/106540352242922/messages HTTP/1.1")
+    assert b"authorization: bearer t0ken" in head.lower()
+    assert body == b'{"messaging_product":"whatsapp","to":"+1","type":"text"}'
+
+
+async def test_a_compressed_error_body_is_read_like_httpx_reads_it() -> None:
+    error = b'{"error":{"message":"(#131026) Message undeliverable","code":131026}}'
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            answer(
+                gzip.compress(error), status="400 Bad Request", extra=b"Content-Encoding: gzip\r\n"
+            )
+        )
+        await writer.drain()
+
+    async with server(handler) as url, client(url) as http:
+        response = await http.post("/v25.0/1/messages", content=b"{}")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == 131026
+
+
+async def test_nobody_listening_is_a_failure_before_the_write() -> None:
+    async with server(read_request_and_hang) as url:
+        pass  # closed: the port refuses connections now
+    written: list[str] = []
+    async with client(url) as http:
+        api = CloudApiClient(http, token="t", version="v25.0")
+        with pytest.raises(CloudApiUnavailable) as failure:
+            await api.send("1", {"to": "+1"}, on_write=lambda: written.append("written"))
+    assert failure.value.maybe_sent is False
+    assert written == []
+
+
+async def read_request_and_hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    await asyncio.sleep(30)
+
+
+async def test_no_answer_after_the_write_is_a_maybe_sent_read_timeout() -> None:
+    async with server(read_request_and_hang) as url, client(url, read=0.3) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post("/v25.0/1/messages", content=b"{}")
+        api = CloudApiClient(http, token="t", version="v25.0")
+        with pytest.raises(CloudApiUnavailable) as failure:
+            await api.send("1", {"to": "+1"})
+    assert failure.value.maybe_sent is True
+
+
+async def test_a_connection_dropped_after_the_write_may_have_reached_meta() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.transport.abort()  # reset, no answer
+
+    async with server(handler) as url, client(url) as http:
+        api = CloudApiClient(http, token="t", version="v25.0")
+        with pytest.raises(CloudApiUnavailable) as failure:
+            await api.send("1", {"to": "+1"})
+    assert failure.value.maybe_sent is True
+
+
+async def test_many_requests_in_flight_share_the_pool_and_all_get_their_answer() -> None:
+    active = 0
+    peak = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active, peak
+        while True:
+            _, body = await read_request(reader)
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0.05)
+            active -= 1
+            writer.write(answer(body))
+            await writer.drain()
+
+    async with server(handler) as url, client(url) as http:
+
+        async def one(n: int) -> Any:
+            return (await http.post("/x", content=str(n).encode())).content
+
+        bodies = await asyncio.gather(*(one(n) for n in range(40)))
+    assert bodies == [str(n).encode() for n in range(40)]
+    assert peak == 8  # the transport's connection limit, all of it used

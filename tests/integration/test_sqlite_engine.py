@@ -1,0 +1,65 @@
+"""The SQLite engine runs its statements inline on the event loop: what a caller sees must stay
+what SQLAlchemy over aiosqlite gave (durable commits, rollbacks, SQLAlchemy's errors)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from adapters.db import engine as engine_module
+from adapters.db.engine import Database
+
+
+async def insert_then_fail(db: Database) -> None:
+    async with db.write() as conn:
+        await conn.execute(text("INSERT INTO t VALUES (2)"))
+        raise RuntimeError("the request failed half-way")
+
+
+async def insert(db: Database, value: int) -> None:
+    async with db.write() as conn:
+        await conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": value})
+
+
+async def test_a_committed_write_is_in_the_file_and_a_failed_one_is_not(tmp_path: Path) -> None:
+    path = tmp_path / "router.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+        with pytest.raises(RuntimeError):
+            await insert_then_fail(db)
+        async with db.read() as conn:
+            assert (await conn.execute(text("SELECT v FROM t"))).scalars().all() == [1]
+    finally:
+        await db.dispose()
+    # Another connection, as another process would: the commit is on disk.
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT v FROM t").fetchall() == [(1,)]
+
+
+async def test_a_write_lock_held_elsewhere_ends_in_sqlalchemys_operational_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "router.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("CREATE TABLE t (v INTEGER)"))
+        holder.execute("BEGIN IMMEDIATE")  # another process's writer, say
+        with pytest.raises(OperationalError, match="locked"):
+            await insert(db, 1)
+        holder.execute("ROLLBACK")
+        await insert(db, 2)  # the lock is free again: the writer works on
+        async with db.read() as conn:
+            assert (await conn.execute(text("SELECT v FROM t"))).scalars().all() == [2]
+    finally:
+        holder.close()
+        await db.dispose()
