@@ -3,6 +3,7 @@ what SQLAlchemy over aiosqlite gave (durable commits, rollbacks, SQLAlchemy's er
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -63,3 +64,23 @@ async def test_a_write_lock_held_elsewhere_ends_in_sqlalchemys_operational_error
     finally:
         holder.close()
         await db.dispose()
+
+
+async def test_writers_take_turns_in_arrival_order(tmp_path: Path) -> None:
+    """A writer that comes straight back for another transaction queues behind those already
+    waiting (before, it could take the connection again and again, and a waiter starved)."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'router.db'}")
+    turns: list[int] = []
+
+    async def writer(n: int) -> None:
+        for _ in range(3):
+            async with db.write() as conn:
+                turns.append(n)
+                await conn.execute(text("SELECT 1"))
+                await asyncio.sleep(0)  # a block that yields: the others queue meanwhile
+
+    try:
+        await asyncio.gather(*(writer(n) for n in range(5)))
+    finally:
+        await db.dispose()
+    assert turns == [0, 1, 2, 3, 4] * 3

@@ -1,0 +1,38 @@
+"""Under concurrent load every client is served in its turn: none waits while others, arriving
+later, are answered again and again (the SQLite writer's queue once let newcomers barge, and a
+few of 32 clients waited out a whole benchmark run)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.e2e.conftest import Router, running_router
+
+CLIENTS = 32
+ROUNDS = 15
+
+
+async def test_32_clients_sending_at_once_are_all_answered_in_turn(tmp_path: Path) -> None:
+    async with running_router(tmp_path, send_rate_per_minute=1_000_000) as router:
+        await answered_in_turn(router)
+
+
+async def answered_in_turn(router: Router) -> None:
+    await router.sender()
+    headers = await router.key()
+    await router.customer_writes()
+    answered = [0] * CLIENTS
+    enough = asyncio.Event()
+
+    async def client(n: int) -> None:
+        while not enough.is_set():
+            response = await router.send(headers, text=f"client {n}")
+            assert response.status_code == 202, response.text
+            answered[n] += 1
+            if sum(answered) >= CLIENTS * ROUNDS:
+                enough.set()
+
+    await asyncio.wait_for(asyncio.gather(*(client(n) for n in range(CLIENTS))), timeout=120)
+    # Served in turn, each client has had about ROUNDS answers by the time the total is reached.
+    assert min(answered) >= ROUNDS // 3, answered
