@@ -23,7 +23,14 @@ import aiosqlite
 from sqlalchemy import event, text
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -31,6 +38,27 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 class DatabaseError(Exception):
     """The database could not be reached or refused the operation."""
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be used right now (down, refusing connections,
+    a lost connection, no pooled connection in time, SQLite's write lock held too long), as
+    opposed to a fault of the statement itself."""
+    if isinstance(exc, DatabaseError | OSError | PoolTimeout | DisconnectionError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if isinstance(exc.orig, sqlite3.Error):
+        # SQLite calls a missing table an OperationalError too: its result code tells.
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF in _SQLITE_UNAVAILABLE
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+#: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN (primary codes).
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 10, 13, 14})
 
 
 class _RunAtOnce:

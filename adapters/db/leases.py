@@ -8,16 +8,30 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, func, or_, select
+from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.tables import dispatchers, senders
 from adapters.db.tables import sender_leases as leases
 
+#: The PostgreSQL advisory lock (any constant of ours) under which sender leases change.
+LEASES_LOCK = 7400312
+#: The owner of a sender lease that was given back: nobody, until it expires.
+GIVEN_BACK = ""
+
 
 def _insert(conn: AsyncConnection, table: Table) -> Any:
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+async def lock(conn: AsyncConnection) -> None:
+    """PostgreSQL: change sender leases one dispatcher at a time, until this transaction ends.
+    A renewal gives back, renews and takes several rows, in an order of its own: two at once
+    could each wait for a row the other one holds, a deadlock that PostgreSQL breaks by failing
+    one of them. (SQLite has one writer at a time anyway.)"""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_advisory_xact_lock(LEASES_LOCK)))
 
 
 async def heartbeat(
@@ -74,20 +88,34 @@ async def acquire(
 
 
 async def release(
-    conn: AsyncConnection, *, owner: str, sender_ids: Sequence[str] | None = None
+    conn: AsyncConnection,
+    *,
+    owner: str,
+    sender_ids: Sequence[str] | None = None,
+    free_from: datetime | None = None,
 ) -> None:
-    """Give back some (or all) of this owner's senders; all also forgets the dispatcher."""
-    query = delete(leases).where(leases.c.owner == owner)
+    """Give back some (or all) of this owner's senders; all also forgets the dispatcher. With
+    ``free_from``, nobody (this owner neither) takes them before then: a dispatcher frees a
+    sender a pace window after its last send, so that the next holder, which does not know
+    those sends, cannot exceed the sender's pace with them."""
+    mine = [leases.c.owner == owner]
     if sender_ids is not None:
-        query = query.where(leases.c.sender_id.in_(sender_ids))
+        mine.append(leases.c.sender_id.in_(sender_ids))
     else:
         await conn.execute(delete(dispatchers).where(dispatchers.c.owner == owner))
-    await conn.execute(query)
+    if free_from is None:
+        await conn.execute(delete(leases).where(*mine))
+    else:
+        await conn.execute(
+            update(leases).where(*mine).values(owner=GIVEN_BACK, expires_at=free_from)
+        )
 
 
 async def holders(conn: AsyncConnection, *, now: datetime) -> dict[str, str]:
     """sender_id → owner of every live lease (for operators)."""
     rows = await conn.execute(
-        select(leases.c.sender_id, leases.c.owner).where(leases.c.expires_at > now)
+        select(leases.c.sender_id, leases.c.owner).where(
+            leases.c.expires_at > now, leases.c.owner != GIVEN_BACK
+        )
     )
     return {row.sender_id: row.owner for row in rows}

@@ -27,7 +27,10 @@ RATE_LIMITED = problem(
     "rate_limited: the client's budget for this route, or this address's budget of failed "
     "authentications, is spent; see Retry-After and the RateLimit headers"
 )
-KEYED = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED}
+DATABASE_DOWN = problem(
+    "not_ready: the database is unreachable; nothing was stored, retry after Retry-After"
+)
+KEYED = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED, 503: DATABASE_DOWN}
 
 BODY = {
     400: problem("malformed_json: the body is not a JSON object (or not UTF-8)"),

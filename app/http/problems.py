@@ -10,6 +10,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from adapters.db.engine import unreachable
 from app.ids import CORRELATION_ID
 from app.ids import correlation_id as new_correlation_id
 from app.metrics import metrics_of
@@ -182,6 +183,18 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if unreachable(exc):
+        # Nothing was stored (the transaction did not commit): the caller may simply retry.
+        _log.error("database_unreachable", path=request.url.path, error=repr(exc)[:500])
+        return problem_response(
+            request,
+            ApiError(
+                503,
+                "not_ready",
+                "the database is unreachable; nothing was stored, retry shortly",
+                headers={"Retry-After": "1"},
+            ),
+        )
     _log.error("unhandled_error", path=request.url.path, exc_info=exc)
     return problem_response(
         request, ApiError(500, "internal_error", "the router failed; quote the correlation id")

@@ -14,6 +14,7 @@ from litestar.params import QueryParameter
 
 from adapters.cloud_api.webhooks import WebhookPayload, decoder, signature_valid
 from app.container import Services
+from app.http import docs
 from app.http.problems import ApiError, Problem
 from app.services.webhooks import BadWebhook, ingest
 
@@ -90,6 +91,7 @@ class WebhookController(Controller):
                 media_type="application/problem+json",
                 generate_examples=False,
             ),
+            503: docs.DATABASE_DOWN,
         },
     )
     async def receive(

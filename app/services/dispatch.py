@@ -8,6 +8,11 @@ them through the Cloud API port (app/services/attempt.py records each outcome).
   query only offers the oldest queued message of each pair, when its pace allows).
 - Message leases are fenced and every attempt ends at 75 % of its lease, counted from the claim,
   so a slow Meta cannot make a second dispatcher send the same message.
+- Sender leases are renewed every third of a lease, during a long pass too, and a dispatcher
+  claims for its senders only while more than a third of their lease is left: one whose
+  renewals are late (a slow database) stops sending before another can take its senders over,
+  so two dispatchers never send for one sender at once. A sender given back is free a pace
+  window after its last send, so its next holder's first second holds the pace too.
 - Sends run as tasks, up to ``max_in_flight`` at once: throughput at Meta's distance (~100 ms)
   needs many requests in flight, not batches."""
 
@@ -45,6 +50,9 @@ HEARTBEAT_EVERY_SECONDS = 5.0
 PACE_WINDOW_SECONDS = 1.005
 #: After a 130429 the sender is held to half its rate for this long.
 THROTTLE_SECONDS = 60.0
+#: Sender leases are renewed every this share of a lease; a dispatcher claims for its senders
+#: only while more than this share is left.
+LEASE_GUARD_SHARE = 1 / 3
 
 
 def default_owner() -> str:
@@ -146,6 +154,8 @@ class Dispatcher:
         self._task_senders: dict[asyncio.Task[None], str] = {}
         self._renew_at = 0.0
         self._eager_at = 0.0
+        #: When our sender leases end, as of their last renewal (the clock of the database rows).
+        self._leases_until: datetime | None = None
         self.heartbeat: datetime | None = None
 
     @property
@@ -206,9 +216,11 @@ class Dispatcher:
             wait = min(wait, self._eager_at - loop.time())
         started = 0
         for sender_id in due:
+            if loop.time() >= self._renew_at:  # a long pass must not outlive our leases
+                await self._renew_leases(self._clock(), due)
             pace = self._paces.get(sender_id)
             free = self._max_in_flight - len(self._tasks)
-            if pace is None or free <= 0:
+            if pace is None or free <= 0 or not self._leases_hold():
                 continue
             room = min(pace.available(loop.time()), free)
             if room == 0:
@@ -230,11 +242,22 @@ class Dispatcher:
             started += len(jobs)
         return started, max(wait, 0.001)
 
+    def _pace_over(self) -> datetime:
+        """When the last pace window of a sender with no send in flight is over."""
+        return self._clock() + timedelta(seconds=PACE_WINDOW_SECONDS)
+
+    def _leases_hold(self) -> bool:
+        """More than :data:`LEASE_GUARD_SHARE` of our sender leases is left."""
+        if self._leases_until is None:
+            return False
+        return self._clock() < self._leases_until - self._lease * LEASE_GUARD_SHARE
+
     async def _renew_leases(self, now: datetime, due: list[str]) -> None:
         """Keep our senders and take free ones, up to a fair share: the senders with work,
         divided by the live dispatchers. A dispatcher holding more than its share gives back
         the idle ones, so a new worker gets some at its next renewal."""
         async with self._db.write() as conn:
+            await lease_repo.lock(conn)
             live = await lease_repo.heartbeat(
                 conn, owner=self.owner, now=now, live_since=now - self._lease
             )
@@ -246,7 +269,9 @@ class Dispatcher:
             if excess > 0:
                 busy = set(self._task_senders.values())
                 idle = sorted(s for s in mine if s not in busy)[:excess]
-                await lease_repo.release(conn, owner=self.owner, sender_ids=idle)
+                await lease_repo.release(
+                    conn, owner=self.owner, sender_ids=idle, free_from=self._pace_over()
+                )
                 mine -= set(idle)
             wanted = [*sorted(mine), *sorted(set(due) - mine)]
             held = await lease_repo.acquire(
@@ -262,7 +287,10 @@ class Dispatcher:
         for sender_id, max_mps in held.items():
             pace = self._paces.setdefault(sender_id, SenderPace(max_mps))
             pace.max_mps = max_mps
-        self._renew_at = asyncio.get_running_loop().time() + self._lease.total_seconds() / 3
+        self._leases_until = now + self._lease
+        self._renew_at = (
+            asyncio.get_running_loop().time() + self._lease.total_seconds() * LEASE_GUARD_SHARE
+        )
 
     def _start(self, job: OutboundJob, pace: SenderPace, deadline: float) -> None:
         slot = pace.take()
@@ -304,7 +332,8 @@ class Dispatcher:
                 task.cancel()
             try:
                 async with self._db.write() as conn:
-                    await lease_repo.release(conn, owner=self.owner)
+                    await lease_repo.lock(conn)
+                    await lease_repo.release(conn, owner=self.owner, free_from=self._pace_over())
             except Exception as exc:  # noqa: BLE001 - the leases then simply expire
                 _log.warning("sender_leases_not_released", error=repr(exc))
             self._paces.clear()

@@ -11,24 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
-import msgspec
 import pytest
 
-from adapters.cloud_api.webhooks import sign
-from app.cli import main as cli_main
 from tests.e2e.fault_checks import (
     arrivals,
     assert_in_order,
@@ -43,7 +35,16 @@ from tests.e2e.fault_checks import (
     rows,
     wait_for,
 )
-from tests.e2e.processes import APP_SECRET, FakeGraphProcess, RouterProcess, fake_graph
+from tests.e2e.processes import (
+    FakeGraphProcess,
+    RouterProcess,
+    contacts,
+    fake_graph,
+    kill_9,
+    open_windows,
+    run_cli,
+    sender_ids,
+)
 from tests.e2e.processes import router_process as _router_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timing, pytest.mark.xdist_group("processes")]
@@ -65,17 +66,8 @@ class Stack:
     headers: dict[str, str]
 
     def cli(self, *args: str) -> str:
-        """``wa-router …`` run in this process (same code path, no 1 s interpreter start each)
-        with the router's environment."""
-        out = io.StringIO()
-        with pytest.MonkeyPatch.context() as env, contextlib.redirect_stdout(out):
-            for name in [n for n in os.environ if n.startswith("WA_ROUTER_")]:
-                env.delenv(name)
-            for name, value in self.router.env.items():
-                if name.startswith("WA_ROUTER_"):
-                    env.setenv(name, value)
-            assert cli_main(list(args)) == 0
-        return out.getvalue()
+        """``wa-router …`` in this process, with the router's environment."""
+        return run_cli(self.router.env, *args)
 
 
 @contextlib.contextmanager
@@ -104,53 +96,7 @@ def stack(tmp_path: Path, *, senders: dict[str, int], worker: bool = True) -> It
         yield s
 
 
-def kill_9(process: Any) -> None:
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
-
-
 # --- traffic ---------------------------------------------------------------------------------
-
-
-def sender_ids(count: int) -> list[str]:
-    return [f"10654035224{n:04d}" for n in range(count)]
-
-
-def contacts(count: int, sender_no: int = 0) -> list[str]:
-    return [f"1415{sender_no:03d}{n:04d}" for n in range(count)]
-
-
-def open_windows(s: Stack, sender: str, wa_ids: list[str]) -> None:
-    """One signed inbound webhook per sender, carrying one message from each customer."""
-    at = str(int(datetime.now(UTC).timestamp()))
-    value = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550000000", "phone_number_id": sender},
-        "contacts": [{"profile": {"name": "Customer"}, "wa_id": w} for w in wa_ids],
-        "messages": [
-            {
-                "from": w,
-                "id": f"wamid.IN{sender}{w}",
-                "timestamp": at,
-                "type": "text",
-                "text": {"body": "hi"},
-            }
-            for w in wa_ids
-        ],
-    }
-    body = msgspec.json.encode(
-        {
-            "object": "whatsapp_business_account",
-            "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}],
-        }
-    )
-    response = httpx.post(
-        s.router.url + "/v1/whatsapp/webhook",
-        content=body,
-        timeout=30,
-        headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, APP_SECRET)},
-    )
-    assert response.status_code == 200
 
 
 def create(s: Stack, sends: list[tuple[str, str]], connections: int = 16) -> list[str]:
@@ -203,7 +149,7 @@ def test_mixed_faults_end_right_in_order_and_within_each_senders_rate(tmp_path: 
         sends: list[tuple[str, str]] = []
         for n, sender in enumerate(senders):
             wa_ids = contacts(10, n)
-            open_windows(s, sender, wa_ids)
+            open_windows(s.router.url, sender, wa_ids)
             # 1, 2 or 3 messages per conversation, interleaved across conversations
             for round_ in range(3):
                 sends += [(sender, w) for k, w in enumerate(wa_ids) if k % 3 >= round_]
@@ -257,7 +203,7 @@ def test_a_sender_wide_190_pauses_that_sender_only(tmp_path: Path) -> None:
         sends: list[tuple[str, str]] = []
         for n, sender in enumerate([blocked, *others]):
             wa_ids = contacts(6, n)
-            open_windows(s, sender, wa_ids)
+            open_windows(s.router.url, sender, wa_ids)
             sends += [(sender, w) for w in wa_ids for _ in range(2)]
         s.graph.script(
             sender_default={
@@ -310,7 +256,7 @@ def test_pacing_holds_max_mps(tmp_path: Path) -> None:
     sender, mps, n = sender_ids(1)[0], 20, 120
     with stack(tmp_path, senders={sender: mps}, worker=False) as s:
         wa_ids = contacts(n)
-        open_windows(s, sender, wa_ids)
+        open_windows(s.router.url, sender, wa_ids)
         ids = create(s, [(sender, w) for w in wa_ids])
         s.router.start_worker()
         assert wait_for(lambda: count(s.db_path, "status = 'accepted'") == n, timeout=30)
@@ -342,7 +288,7 @@ def test_131056_backs_off_that_pair_only(tmp_path: Path) -> None:
     sender = sender_ids(1)[0]
     limited, *others = contacts(5)
     with stack(tmp_path, senders={sender: 80}, worker=False) as s:
-        open_windows(s, sender, [limited, *others])
+        open_windows(s.router.url, sender, [limited, *others])
         s.graph.script(by_to={limited: ["error:400:131056"]})
         sends = [(sender, limited)] * 3 + [(sender, w) for w in others for _ in range(5)]
         ids = create(s, sends)
@@ -385,7 +331,7 @@ def test_kill_9_of_the_worker_mid_run_loses_nothing(tmp_path: Path) -> None:
         sends: list[tuple[str, str]] = []
         for n, sender in enumerate(senders):
             wa_ids = contacts(50, n)
-            open_windows(s, sender, wa_ids)
+            open_windows(s.router.url, sender, wa_ids)
             sends += [(sender, w) for w in wa_ids for _ in range(2)]  # two per conversation
         clock = time.monotonic()
         ids = create(s, sends)

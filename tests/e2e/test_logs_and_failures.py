@@ -1,12 +1,18 @@
-"""Logs carry the correlation id and never a secret; an internal failure is a bare 500."""
+"""Logs carry the correlation id and never a secret; an internal failure is a bare 500, an
+unreachable database a 503."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
+import pytest
 import structlog
 from sqlalchemy import text
 from structlog.testing import capture_logs
 
-from tests.e2e.conftest import Router
+from adapters.db import engine as engine_module
+from tests.e2e.conftest import Router, running_router
 from tests.e2e.test_bad_input import assert_problem
 
 
@@ -65,3 +71,32 @@ async def test_a_webhook_that_cannot_be_stored_is_not_acknowledged(router: Route
     response = await router.webhook(body)
 
     assert response.status_code == 500  # Meta retries what we did not store
+
+
+async def test_an_unreachable_database_is_a_503_that_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's write lock held elsewhere past the busy timeout (another process stuck, say):
+    the send is refused as not_ready, nothing is stored, and the same request works once the
+    lock is free."""
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "router.db"
+    async with running_router(tmp_path, database_url=f"sqlite+aiosqlite:///{path}") as router:
+        await router.sender()
+        headers = await router.key()
+        await router.customer_writes()
+        before = await router.stored_messages()
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            refused = await router.send({**headers, "X-Correlation-Id": "db-down-1"}, text="hi")
+            webhook = await router.status("wamid.unknown", "delivered")
+        finally:
+            holder.close()
+        problem = assert_problem(refused, 503, "not_ready")
+        assert refused.headers["Retry-After"] == "1"
+        assert problem["correlation_id"] == "db-down-1"
+        assert "locked" not in refused.text  # the database's own words stay in the log
+        assert webhook.status_code == 503  # not acknowledged: Meta delivers it again
+        assert await router.stored_messages() == before
+        assert (await router.send(headers, text="hi")).status_code == 202

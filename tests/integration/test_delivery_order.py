@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from adapters.db import contacts as contact_repo
@@ -104,6 +105,64 @@ async def test_a_sender_is_leased_to_one_dispatcher_at_a_time(any_db: Database) 
     assert await take("a", at(51)) == {SENDER: 250}
     async with any_db.read() as conn:
         assert await lease_repo.holders(conn, now=at(52)) == {SENDER: "a"}
+
+
+async def test_sender_leases_change_one_dispatcher_at_a_time(any_db: Database) -> None:
+    """Two renewals at once, each reaching for the other's sender in its own order, would
+    deadlock on PostgreSQL (which then fails one of them): the second waits for the first."""
+    other = "106540352242923"
+    ttl = timedelta(seconds=30)
+    async with any_db.write() as conn:
+        for sender_id in (SENDER, other):
+            await key_repo.upsert_sender(conn, Sender(phone_number_id=sender_id), now=T0)
+        await lease_repo.acquire(conn, [SENDER], owner="a", now=at(0), expires_at=at(0) + ttl)
+        await lease_repo.acquire(conn, [other], owner="b", now=at(0), expires_at=at(0) + ttl)
+
+    async def renew(owner: str, sender_ids: list[str]) -> dict[str, int]:
+        async with any_db.write() as conn:
+            await lease_repo.lock(conn)
+            return await lease_repo.acquire(
+                conn, sender_ids, owner=owner, now=at(10), expires_at=at(10) + ttl
+            )
+
+    async with any_db.write() as conn:
+        await lease_repo.lock(conn)
+        await lease_repo.acquire(conn, [SENDER], owner="a", now=at(10), expires_at=at(10) + ttl)
+        second = asyncio.create_task(renew("b", [other, SENDER]))
+        await asyncio.sleep(0.3)
+        assert not second.done()  # it waits, holding no lease row
+        held = await lease_repo.acquire(
+            conn, [other], owner="a", now=at(10), expires_at=at(10) + ttl
+        )
+    assert held == {SENDER: 80}  # the other one is b's until at(30)
+    assert await asyncio.wait_for(second, timeout=10) == {other: 80}
+    async with any_db.read() as conn:
+        assert await lease_repo.holders(conn, now=at(39)) == {SENDER: "a", other: "b"}
+
+
+async def test_a_sender_given_back_is_free_from_the_given_time_for_everyone(
+    any_db: Database,
+) -> None:
+    """A dispatcher frees a sender a pace window after its last send: until then nobody takes
+    it, not even the one that gave it back (with a fresh count of its sends)."""
+    ttl = timedelta(seconds=30)
+
+    async def take(owner: str, now: datetime) -> dict[str, int]:
+        async with any_db.write() as conn:
+            return await lease_repo.acquire(
+                conn, [SENDER], owner=owner, now=now, expires_at=now + ttl
+            )
+
+    async with any_db.write() as conn:
+        await key_repo.upsert_sender(conn, Sender(phone_number_id=SENDER), now=T0)
+    assert await take("a", at(0)) == {SENDER: 80}
+    async with any_db.write() as conn:
+        await lease_repo.release(conn, owner="a", sender_ids=[SENDER], free_from=at(11))
+    assert await take("a", at(10)) == {}
+    assert await take("b", at(10)) == {}
+    async with any_db.read() as conn:
+        assert await lease_repo.holders(conn, now=at(10)) == {}  # given back: nobody's
+    assert await take("b", at(11)) == {SENDER: 80}
 
 
 async def test_resuming_a_paused_sender(any_db: Database) -> None:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from adapters.db import engine as engine_module
-from adapters.db.engine import Database
+from adapters.db.engine import Database, unreachable
 
 
 async def insert_then_fail(db: Database) -> None:
@@ -84,3 +85,46 @@ async def test_writers_take_turns_in_arrival_order(tmp_path: Path) -> None:
     finally:
         await db.dispose()
     assert turns == [0, 1, 2, 3, 4] * 3
+
+
+def sqlite_error(tmp: Path, sql: str) -> sqlite3.Error:
+    """The error SQLite itself raises for ``sql`` (another connection holds the write lock)."""
+    holder = sqlite3.connect(tmp / "e.db", isolation_level=None)
+    other = sqlite3.connect(tmp / "e.db", isolation_level=None, timeout=0)
+    try:
+        holder.execute("CREATE TABLE IF NOT EXISTS t (v INTEGER)")
+        holder.execute("BEGIN IMMEDIATE")
+        other.execute(sql)
+    except sqlite3.Error as exc:
+        return exc
+    finally:
+        holder.close()
+        other.close()
+    raise AssertionError(f"{sql} raised nothing")
+
+
+def test_a_locked_sqlite_is_unreachable_and_a_missing_table_is_not(tmp_path: Path) -> None:
+    locked = sqlite_error(tmp_path, "BEGIN IMMEDIATE")
+    missing = sqlite_error(tmp_path, "SELECT * FROM nowhere")
+    assert unreachable(OperationalError("BEGIN IMMEDIATE", None, locked))
+    assert not unreachable(OperationalError("SELECT", None, missing))
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (PoolTimeout("QueuePool limit reached"), True),
+        (
+            DBAPIError("SELECT 1", None, Exception("lost"), connection_invalidated=True),
+            True,
+        ),
+        (ProgrammingError("SELEKT", None, sqlite3.ProgrammingError("syntax")), False),
+        (IntegrityError("INSERT", None, sqlite3.IntegrityError("UNIQUE")), False),
+        (ValueError("a bug of ours"), False),
+    ],
+)
+def test_what_counts_as_the_database_being_unreachable(
+    error: BaseException, *, expected: bool
+) -> None:
+    assert unreachable(error) is expected

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from adapters.db import contacts as contact_repo
 from adapters.db import keys as key_repo
 from adapters.db import outbox
-from app.services.dispatch import Dispatcher
+from app.services.dispatch import PACE_WINDOW_SECONDS, Dispatcher
 from domain.status import MessageStatus
 from tests.fakes import Scripted, meta_error
 from tests.service.conftest import CUSTOMER, POLICY, SENDER, World
@@ -101,6 +102,40 @@ async def test_an_expired_lease_makes_the_message_due_again(world: World) -> Non
 
     assert (await world.message(message.id)).status is MessageStatus.ACCEPTED
     assert len(world.graph.requests) == 1
+
+
+async def test_a_dispatcher_claims_only_while_a_third_of_its_sender_lease_is_left(
+    world: World,
+) -> None:
+    """It renews its sender leases every third of a lease; if that did not happen (a slow
+    database), it stops sending before another dispatcher could take the sender over."""
+    await world.open_window()
+    dispatcher = Dispatcher(
+        world.db, world.cloud, clock=world.clock, policy=POLICY, idle_poll=0.01, rand=lambda: 1.0
+    )  # a 30 s lease: renewed every 10 s of real time, so not during this test
+
+    async def sent(count: int) -> bool:
+        for _ in range(200):
+            if len(world.graph.requests) >= count:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    running = asyncio.create_task(dispatcher.run())
+    await world.send_text("first")
+    assert await sent(1)  # the sender's lease is taken until 30 s from now
+    world.clock.advance(seconds=19)
+    await world.send_text("second")
+    assert await sent(2)  # 11 s left
+    world.clock.advance(seconds=2)
+    third = await world.send_text("third")
+    assert not await sent(3)  # 9 s left: it waits for its renewal
+    dispatcher.stop()  # gives the sender back, free a pace window later
+    await asyncio.wait_for(running, timeout=10)
+    world.clock.advance(seconds=PACE_WINDOW_SECONDS)
+
+    assert await dispatcher.run_once() == 1  # a fresh lease: it goes
+    assert (await world.message(third.id)).status is MessageStatus.ACCEPTED
 
 
 async def test_an_expired_token_pauses_the_sender_until_resumed(world: World) -> None:

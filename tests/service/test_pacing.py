@@ -10,7 +10,7 @@ import pytest
 
 from adapters.cloud_api.client import CloudApiClient
 from adapters.db import keys as key_repo
-from app.services.dispatch import Dispatcher
+from app.services.dispatch import PACE_WINDOW_SECONDS, Dispatcher
 from domain.model import Sender
 from domain.status import MessageStatus
 from tests.fakes import meta_error
@@ -135,7 +135,10 @@ async def test_dispatchers_share_the_senders_fairly_and_never_overlap(world: Wor
     assert first.senders == frozenset(senders)  # alone: it takes them all
     await second.run_once()
     assert second.senders == frozenset()  # nothing free yet
-    await first.run_once()  # sees two dispatchers: gives back its idle half
+    await first.run_once()  # sees two dispatchers: gives back its idle half …
+    await second.run_once()
+    assert second.senders == frozenset()  # … free once a pace window has passed
+    world.clock.advance(seconds=PACE_WINDOW_SECONDS)
     await second.run_once()
 
     assert len(first.senders) == len(second.senders) == 5
