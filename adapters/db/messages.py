@@ -5,7 +5,7 @@ timelines are adapters/db/listing.py."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -183,7 +183,7 @@ def error_columns(error: MessageError) -> dict[str, str | None]:
     }
 
 
-StatusRow = Row[Any, Any, Any, Any, Any, Any]
+StatusRow = Row[Any, Any, Any, Any, Any, Any, Any]
 
 _STATUS_COLUMNS = (
     messages.c.id,
@@ -192,6 +192,7 @@ _STATUS_COLUMNS = (
     messages.c.sender_id,
     messages.c.wa_id,
     messages.c.accepted_at,
+    messages.c.wamid,
 )
 # What a status report needs of its message, locked until the transaction ends (built once:
 # every status of a webhook batch runs one of them).
@@ -212,13 +213,60 @@ _STORE_WAMID = (
 )
 
 
+_STATUSES_BY_WAMIDS = (
+    select(*_STATUS_COLUMNS)
+    .where(messages.c.wamid.in_(bindparam("wamids", expanding=True)))
+    .order_by(messages.c.id)  # rows locked in one order, whichever batch locks them
+    .with_for_update()
+)
+
+
 async def status_of_wamid(conn: AsyncConnection, wamid: str) -> StatusRow | None:
     return (await conn.execute(_STATUS_BY_WAMID, {"wamid": wamid})).first()
+
+
+async def statuses_of_wamids(conn: AsyncConnection, wamids: Sequence[str]) -> dict[str, StatusRow]:
+    """:func:`status_of_wamid` for many wamids in one query: wamid → row, for those we know."""
+    if not wamids:
+        return {}
+    rows = await conn.execute(_STATUSES_BY_WAMIDS, {"wamids": list(wamids)})
+    return {row.wamid: row for row in rows}
+
+
+async def add_events(conn: AsyncConnection, events_: Sequence[Mapping[str, Any]]) -> None:
+    """Several events in one INSERT (each a mapping of :func:`add_event`'s columns)."""
+    if events_:
+        await conn.execute(_INSERT_EVENT, [dict(e) for e in events_])
+
+
+async def update_messages(conn: AsyncConnection, changes: Mapping[str, Mapping[str, Any]]) -> None:
+    """message id → the columns to set: one UPDATE for each set of columns."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for message_id, values in changes.items():
+        groups.setdefault(tuple(sorted(values)), []).append({"b_id": message_id, **values})
+    for params in groups.values():
+        await conn.execute(_UPDATE_MESSAGE, params)
 
 
 async def status_of_id(conn: AsyncConnection, message_id: str, sender_id: str) -> StatusRow | None:
     params = {"b_id": message_id, "b_sender": sender_id}
     return (await conn.execute(_STATUS_BY_ID, params)).first()
+
+
+def status_columns(
+    status: MessageStatus,
+    *,
+    now: datetime,
+    error: MessageError | None = None,
+    clear_error: bool = False,
+) -> dict[str, Any]:
+    """The columns a status change sets."""
+    values: dict[str, Any] = {"status": str(status), "updated_at": now}
+    if clear_error:
+        values.update(error_code=None, error_title=None, error_detail=None, error_source=None)
+    if error is not None:
+        values.update(error_columns(error))
+    return values
 
 
 async def set_status(
@@ -231,11 +279,7 @@ async def set_status(
     error: MessageError | None = None,
     clear_error: bool = False,
 ) -> None:
-    values: dict[str, Any] = {"status": str(status), "updated_at": now}
-    if clear_error:
-        values.update(error_code=None, error_title=None, error_detail=None, error_source=None)
-    if error is not None:
-        values.update(error_columns(error))
+    values = status_columns(status, now=now, error=error, clear_error=clear_error)
     if wamid is not None:
         # A status that beat our own wamid commit (found through biz_opaque_callback_data).
         await conn.execute(_STORE_WAMID, {"b_id": message_id, "b_wamid": wamid})

@@ -27,6 +27,30 @@ def error_from_webhook(error: Mapping[str, Any] | None) -> MessageError | None:
     )
 
 
+class StatusWrites:
+    """The status changes of one webhook batch, written together when :meth:`flush` is
+    called: one INSERT of all their events and one UPDATE per message and set of columns,
+    instead of an INSERT and an UPDATE per status (a batch of 50 statuses was 150 statements).
+    Whoever reads those rows back in the same transaction flushes first."""
+
+    def __init__(self) -> None:
+        self._events: list[dict[str, Any]] = []
+        self._changes: dict[str, dict[str, Any]] = {}
+
+    def event(self, **columns: Any) -> None:
+        self._events.append(columns)
+
+    def change(self, message_id: str, values: Mapping[str, Any]) -> None:
+        """Later changes of the same message override earlier ones, column by column."""
+        self._changes.setdefault(message_id, {}).update(values)
+
+    async def flush(self, conn: AsyncConnection) -> None:
+        await message_repo.add_events(conn, self._events)
+        await message_repo.update_messages(conn, self._changes)
+        self._events.clear()
+        self._changes.clear()
+
+
 async def apply_status(
     conn: AsyncConnection,
     *,
@@ -40,36 +64,48 @@ async def apply_status(
     error: Mapping[str, Any] | None,
     now: datetime,
     wamid: str | None = None,
+    writes: StatusWrites | None = None,
 ) -> MessageStatus | None:
     """Apply ``incoming`` if it moves the message forward; always keep the event. Returns the
-    new status, or None when the report was late or a duplicate."""
+    new status, or None when the report was late or a duplicate. With ``writes`` the event and
+    the change wait there for its flush (``wamid`` must then be None: it is stored at once)."""
     new = advance(current, incoming)
     detail: dict[str, Any] = {"source": "webhook"}
     if wamid is not None:
         detail["wamid"] = wamid
     if error:
         detail["error"] = dict(error)
-    await message_repo.add_event(
-        conn,
-        message_id=message_id,
-        correlation_id=correlation_id,
-        at=at,
-        kind=message_repo.EventKind.STATUS,
-        status=incoming,
-        applied=new is not None,
-        detail=detail,
-    )
-    if new is not None:
-        await message_repo.set_status(
-            conn,
-            message_id,
-            status=new,
-            now=now,
-            wamid=wamid,
-            error=error_from_webhook(error) if new is MessageStatus.FAILED else None,
-            # Reached the customer after all (multi-device): the earlier failure no longer holds.
-            clear_error=current is MessageStatus.FAILED,
-        )
+    event = {
+        "message_id": message_id,
+        "correlation_id": correlation_id,
+        "at": at,
+        "kind": message_repo.EventKind.STATUS,
+        "status": str(incoming),
+        "applied": new is not None,
+        "detail": detail,
+    }
+    failure = error_from_webhook(error) if new is MessageStatus.FAILED else None
+    # Reached the customer after all (multi-device): the earlier failure no longer holds.
+    clear_error = current is MessageStatus.FAILED
+    if writes is not None and wamid is None:
+        writes.event(**event)
+        if new is not None:
+            writes.change(
+                message_id,
+                message_repo.status_columns(new, now=now, error=failure, clear_error=clear_error),
+            )
+    else:
+        await message_repo.add_events(conn, [event])
+        if new is not None:
+            await message_repo.set_status(
+                conn,
+                message_id,
+                status=new,
+                now=now,
+                wamid=wamid,
+                error=failure,
+                clear_error=clear_error,
+            )
     if incoming is MessageStatus.FAILED and error and error.get("code") == RE_ENGAGEMENT:
         # Meta's own time of the refusal: a late redelivery cannot close a window the customer
         # has reopened since.

@@ -22,7 +22,7 @@ from adapters.db import contacts as contact_repo
 from adapters.db import messages as message_repo
 from adapters.db.engine import Database
 from app.services import templates as template_service
-from app.services.statuses import apply_parked, apply_status
+from app.services.statuses import StatusWrites, apply_parked, apply_status
 from domain.status import WEBHOOK_STATUSES, MessageStatus
 
 _log = structlog.get_logger("wa_router.webhook")
@@ -31,6 +31,10 @@ _log = structlog.get_logger("wa_router.webhook")
 #: Meta documents "messages or calls"; reactions and system notices are left out to stay on the
 #: safe side (a wrongly open window means a 131047 failure later, a closed one only a 422 now).
 NOT_CUSTOMER_MESSAGES = frozenset({"system", "reaction", "revoke", "ephemeral", "errors"})
+
+
+#: The longest wamid we read (Meta's are about 60 characters).
+MAX_WAMID = 200
 
 
 class BadWebhook(ValueError):
@@ -89,6 +93,7 @@ async def ingest(db: Database, payload: WebhookPayload, *, now: datetime) -> Ing
     seven days and lose the good items with it."""
     report = IngestReport()
     async with db.write() as conn:
+        batch = _StatusBatch(await message_repo.statuses_of_wamids(conn, _status_wamids(payload)))
         for entry in payload.entry:
             for change in entry.changes:
                 value = change.value
@@ -122,7 +127,7 @@ async def ingest(db: Database, payload: WebhookPayload, *, now: datetime) -> Ing
                         report.skipped += 1
                 for status in value.statuses:
                     try:
-                        await _status(conn, sender_id, status, now=now, report=report)
+                        await _status(conn, sender_id, status, now=now, report=report, batch=batch)
                     except BadWebhook as exc:
                         _log.warning("webhook_item_skipped", wamid=status.id[:200], reason=str(exc))
                         report.skipped += 1
@@ -130,7 +135,31 @@ async def ingest(db: Database, payload: WebhookPayload, *, now: datetime) -> Ing
                     _log.warning(
                         "webhook_error", sender_id=sender_id, code=error.code, title=error.title
                     )
+        await batch.writes.flush(conn)
     return report
+
+
+def _status_wamids(payload: WebhookPayload) -> list[str]:
+    return sorted(
+        {
+            status.id
+            for entry in payload.entry
+            for change in entry.changes
+            if change.field == "messages" and change.value is not None
+            for status in change.value.statuses
+            if status.status in WEBHOOK_STATUSES and len(status.id) <= MAX_WAMID
+        }
+    )
+
+
+@dataclass(slots=True)
+class _StatusBatch:
+    """The messages a batch's statuses name, read in one query, and their status as the batch
+    moves them on; the writes wait in ``writes`` (app/services/statuses.py)."""
+
+    known: dict[str, message_repo.StatusRow]
+    current: dict[str, MessageStatus] = field(default_factory=dict)
+    writes: StatusWrites = field(default_factory=StatusWrites)
 
 
 async def _inbound(
@@ -165,13 +194,19 @@ async def _inbound(
 
 
 async def _status(
-    conn: AsyncConnection, sender_id: str, status: Status, *, now: datetime, report: IngestReport
+    conn: AsyncConnection,
+    sender_id: str,
+    status: Status,
+    *,
+    now: datetime,
+    report: IngestReport,
+    batch: _StatusBatch,
 ) -> None:
     if status.status not in WEBHOOK_STATUSES:
         report.ignored += 1  # "played", group statuses …: nothing to move
         return
     incoming = MessageStatus(status.status)
-    _fits(status.id, 200, "id")
+    _fits(status.id, MAX_WAMID, "id")
     at = _time(status.timestamp)
     error: dict[str, Any] | None = None
     if status.errors:
@@ -181,6 +216,28 @@ async def _status(
             "title": first.title or first.message,
             "details": first.error_data.details if first.error_data else None,
         }
+    known = batch.known.get(status.id)
+    if known is not None:  # the common case: a message we sent, its wamid stored
+        current = batch.current.get(known.id, MessageStatus(known.status))
+        moved = await apply_status(
+            conn,
+            message_id=known.id,
+            current=current,
+            correlation_id=known.correlation_id,
+            sender_id=known.sender_id,
+            wa_id=known.wa_id,
+            incoming=incoming,
+            at=at,
+            error=error,
+            now=now,
+            writes=batch.writes,
+        )
+        if moved is not None:
+            batch.current[known.id] = moved
+        _count(report, moved, known.accepted_at, at)
+        return
+    # Everything else reads messages back: what the batch has changed must be written first.
+    await batch.writes.flush(conn)
     row = await message_repo.status_of_wamid(conn, status.id)
     wamid_to_store = None
     callback = status.biz_opaque_callback_data
@@ -210,10 +267,16 @@ async def _status(
     if wamid_to_store is not None:
         # The wamid is known now: statuses parked for it earlier apply too.
         await apply_parked(conn, wamid=wamid_to_store, now=now)
+    _count(report, new, row.accepted_at, at)
+
+
+def _count(
+    report: IngestReport, new: MessageStatus | None, accepted_at: datetime | None, at: datetime
+) -> None:
     if new is None:
         report.statuses_late += 1
     else:
         report.statuses_applied += 1
-    if new is MessageStatus.DELIVERED and row.accepted_at is not None:
+    if new is MessageStatus.DELIVERED and accepted_at is not None:
         # Meta's timestamps are whole seconds: never below zero.
-        report.delivered_after.append(max((at - row.accepted_at).total_seconds(), 0.0))
+        report.delivered_after.append(max((at - accepted_at).total_seconds(), 0.0))

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from adapters.cloud_api.sandbox import inbound_text_webhook, status_webhook
 from adapters.cloud_api.webhooks import sign
 from adapters.db import contacts as contact_repo
-from adapters.db.tables import inbound_messages
+from adapters.db.tables import inbound_messages, message_events
 from tests.e2e.conftest import CUSTOMER, SENDER, Router
 from tests.e2e.test_bad_input import assert_problem
 
@@ -307,3 +307,87 @@ async def test_delivered_after_failed_clears_the_error(router: Router) -> None:
         "failed",
         "delivered",
     ]
+
+
+def statuses_batch(*statuses: dict[str, object]) -> bytes:
+    """One webhook POST carrying ``statuses`` in order, as Meta batches them."""
+    value = {"metadata": {"phone_number_id": SENDER}, "statuses": list(statuses)}
+    change = {"field": "messages", "value": value}
+    body = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [change]}]}
+    return msgspec.json.encode(body)
+
+
+async def test_several_statuses_of_one_message_in_one_batch_apply_in_order(
+    router: Router,
+) -> None:
+    """Written together at the end of the batch (one INSERT, one UPDATE per message), they
+    must end as one by one: the furthest status wins, a late one is kept unapplied, and a
+    failure that a later delivery overrides leaves no error."""
+    await router.sender()
+    headers = await router.key()
+    await router.customer_writes()
+    ids = [(await router.send(headers, text=f"m{i}")).json()["id"] for i in range(2)]
+    wamids = [(await router.wait_for(i, headers, "accepted"))["wamid"] for i in ids]
+    t = int(datetime.now(UTC).timestamp())
+    failure = {"code": 131000, "title": "Something went wrong"}
+    body = statuses_batch(
+        {"id": wamids[0], "status": "sent", "timestamp": str(t)},
+        {"id": wamids[1], "status": "failed", "timestamp": str(t), "errors": [failure]},
+        {"id": wamids[0], "status": "read", "timestamp": str(t + 2)},
+        {"id": wamids[0], "status": "delivered", "timestamp": str(t + 1)},  # late: kept only
+        {"id": wamids[1], "status": "delivered", "timestamp": str(t + 1)},  # another device
+    )
+
+    assert (await router.webhook(body)).status_code == 200
+
+    first, second = [
+        (await router.client.get(f"/v1/whatsapp/messages/{i}", headers=headers)).json() for i in ids
+    ]
+    assert first["status"] == "read"
+    assert [h["status"] for h in first["history"]] == ["queued", "accepted", "sent", "read"]
+    assert second["status"] == "delivered"
+    assert second["error"] is None
+    assert [h["status"] for h in second["history"]] == [
+        "queued",
+        "accepted",
+        "failed",
+        "delivered",
+    ]
+    async with router.services.db.read() as conn:
+        kept = await conn.execute(
+            select(message_events.c.status, message_events.c.applied)
+            .where(message_events.c.message_id == ids[0], message_events.c.kind == "status")
+            .order_by(message_events.c.id)
+        )
+        assert [tuple(row) for row in kept][-3:] == [
+            ("sent", True),
+            ("read", True),
+            ("delivered", False),  # late, kept for support
+        ]
+
+
+async def test_a_batch_with_a_callback_found_status_then_its_wamid_again(
+    router: Router,
+) -> None:
+    """The first status finds the message by our id (its wamid not stored yet) and stores the
+    wamid; the next one in the same batch finds it by that wamid."""
+    await router.sender()
+    headers = await router.key()
+    await router.customer_writes()
+    router.graph.then()  # Meta's answer never arrives: the wamid comes by webhook only
+    message = (await router.send(headers, text="hello")).json()
+    t = int(datetime.now(UTC).timestamp())
+    body = statuses_batch(
+        {
+            "id": "wamid.RACE2",
+            "status": "sent",
+            "timestamp": str(t),
+            "biz_opaque_callback_data": message["id"],
+        },
+        {"id": "wamid.RACE2", "status": "delivered", "timestamp": str(t + 1)},
+    )
+
+    assert (await router.webhook(body)).status_code == 200
+
+    found = await router.wait_for(message["id"], headers, "delivered")
+    assert [h["status"] for h in found["history"]][-2:] == ["sent", "delivered"]
