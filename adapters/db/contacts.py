@@ -3,7 +3,7 @@ parked until their wamid is known."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -206,6 +206,51 @@ async def pair_pace(
     """(next_send_at, strikes) of the pair: its pace and its run of 131056 refusals."""
     row = (await conn.execute(_PAIR_PACE, {"sender_id": sender_id, "wa_id": wa_id})).first()
     return (None, 0) if row is None else (row.next_send_at, row.pair_strikes)
+
+
+async def pair_paces(
+    conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[datetime | None, int]]:
+    """:func:`pair_pace` of several (sender, contact) pairs in one query."""
+    if not pairs:
+        return {}
+    wanted = set(pairs)
+    rows = await conn.execute(
+        select(
+            contacts.c.sender_id, contacts.c.wa_id, contacts.c.next_send_at, contacts.c.pair_strikes
+        ).where(
+            contacts.c.sender_id.in_({s for s, _ in wanted}),
+            contacts.c.wa_id.in_({w for _, w in wanted}),
+        )
+    )
+    found = {(r.sender_id, r.wa_id): (r.next_send_at, r.pair_strikes) for r in rows}
+    return {pair: found.get(pair, (None, 0)) for pair in wanted}
+
+
+async def set_pair_paces(
+    conn: AsyncConnection, paces: Mapping[tuple[str, str], tuple[datetime, int]]
+) -> None:
+    """:func:`set_pair_pace` of several pairs in one statement."""
+    if not paces:
+        return
+    stmt = _SET_PAIR_PACE["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    await conn.execute(
+        stmt,
+        [
+            {"b_sender": s, "b_wa_id": w, "b_next": next_send_at, "b_strikes": strikes}
+            for (s, w), (next_send_at, strikes) in sorted(paces.items())
+        ],
+    )
+
+
+async def parked_wamids(conn: AsyncConnection, wamids: Sequence[str]) -> list[str]:
+    """Those of ``wamids`` that have statuses parked (usually none)."""
+    if not wamids:
+        return []
+    rows = await conn.execute(
+        select(orphans.c.wamid).where(orphans.c.wamid.in_(list(wamids))).distinct()
+    )
+    return sorted(row.wamid for row in rows)
 
 
 async def set_pair_pace(

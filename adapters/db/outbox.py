@@ -3,14 +3,15 @@ with leases, and the fenced record of each attempt's outcome."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.db.messages import EventKind, add_event, error_columns
+from adapters.db.messages import EventKind, add_event, add_events, error_columns
 from adapters.db.tables import contacts as _contacts
 from adapters.db.tables import messages
 from adapters.db.tables import senders as _senders
@@ -215,6 +216,52 @@ async def record_accepted(
     # may already have stored.
     result = await conn.execute(_ACCEPT_MOVED_ON, params)
     return bool(result.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedSend:
+    """One send Meta accepted, to record."""
+
+    job: OutboundJob
+    wamid: str
+    now: datetime
+    attempt: Mapping[str, Any]
+
+
+async def record_accepted_many(conn: AsyncConnection, sends: Sequence[AcceptedSend]) -> list[bool]:
+    """:func:`record_accepted` for several sends: the fenced UPDATE of each, then all their
+    events in one INSERT. Returns, for each, whether this dispatcher still held its lease."""
+    held: list[bool] = []
+    events: list[dict[str, Any]] = []
+    for send in sends:
+        job, now = send.job, send.now
+        common = {"message_id": job.id, "correlation_id": job.correlation_id, "at": now}
+        events.append(
+            {
+                **common,
+                "kind": EventKind.ATTEMPT,
+                "status": None,
+                "applied": None,
+                "detail": dict(send.attempt),
+            }
+        )
+        params = {"b_id": job.id, "b_owner": job.lease_owner, "b_wamid": send.wamid, "b_now": now}
+        if (await conn.execute(_ACCEPT, params)).rowcount:
+            events.append(
+                {
+                    **common,
+                    "kind": EventKind.STATUS,
+                    "status": str(MessageStatus.ACCEPTED),
+                    "applied": True,
+                    "detail": {"source": "cloud_api", "wamid": send.wamid},
+                }
+            )
+            held.append(True)
+        else:
+            # A status webhook moved it on first: keep the wamid it may already have stored.
+            held.append(bool((await conn.execute(_ACCEPT_MOVED_ON, params)).rowcount))
+    await add_events(conn, events)
+    return held
 
 
 async def record_retry(

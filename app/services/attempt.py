@@ -18,7 +18,7 @@ from adapters.db import keys as key_repo
 from adapters.db import outbox
 from adapters.db.engine import Database
 from app.metrics import Metrics
-from app.services.statuses import apply_parked
+from app.services.recorder import AcceptedRecorder
 from domain.content import MessageKind
 from domain.errors import (
     PAIR_RATE_LIMIT,
@@ -29,7 +29,7 @@ from domain.errors import (
     sender_pause,
 )
 from domain.model import ErrorSource, MessageError, OutboundJob
-from domain.pacing import PairPacing, after_pair_send, pair_backoff
+from domain.pacing import PairPacing, pair_backoff
 from domain.ports import CloudApi
 from domain.retry import RetryPolicy
 from domain.window import window_open
@@ -77,6 +77,7 @@ class AttemptRunner:
         self._metrics = metrics
         self._rand = rand
         self._on_throttled = on_throttled
+        self._accepted = AcceptedRecorder(db, pair_pacing=pair_pacing)
 
     async def run(
         self, job: OutboundJob, *, deadline: float, on_write: Callable[[], None] | None = None
@@ -171,19 +172,9 @@ class AttemptRunner:
             "wamid": result.wamid,
             "latency_ms": latency_ms,
         }
-        async with self._db.write() as conn:
-            held = await outbox.record_accepted(
-                conn, job, wamid=result.wamid, now=now, attempt=attempt
-            )
-            await apply_parked(conn, wamid=result.wamid, now=now)
-            pace, _strikes = await contact_repo.pair_pace(conn, job.sender_id, job.wa_id)
-            await contact_repo.set_pair_pace(
-                conn,
-                job.sender_id,
-                job.wa_id,
-                next_send_at=after_pair_send(pace, now, self._pair_pacing),
-                strikes=0,
-            )
+        held = await self._accepted.record(
+            outbox.AcceptedSend(job=job, wamid=result.wamid, now=now, attempt=attempt)
+        )
         self._count("accepted")
         if not held:
             _log.warning("dispatch_lease_lost", wamid=result.wamid)
