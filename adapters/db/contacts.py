@@ -34,6 +34,33 @@ async def window_state(conn: AsyncConnection, sender_id: str, wa_id: str) -> Win
     return WindowState(last_inbound_at=row.last_inbound_at, closed_at=row.window_closed_at)
 
 
+async def window_states(
+    conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], WindowState]:
+    """:func:`window_state` of several (sender, contact) pairs in one query."""
+    if not pairs:
+        return {}
+    wanted = set(pairs)
+    rows = await conn.execute(
+        select(
+            contacts.c.sender_id,
+            contacts.c.wa_id,
+            contacts.c.last_inbound_at,
+            contacts.c.window_closed_at,
+        ).where(
+            contacts.c.sender_id.in_({s for s, _ in wanted}),
+            contacts.c.wa_id.in_({w for _, w in wanted}),
+        )
+    )
+    found = {
+        (r.sender_id, r.wa_id): WindowState(
+            last_inbound_at=r.last_inbound_at, closed_at=r.window_closed_at
+        )
+        for r in rows
+    }
+    return {pair: found.get(pair, WindowState(last_inbound_at=None)) for pair in wanted}
+
+
 async def move_last_inbound(
     conn: AsyncConnection, sender_id: str, wa_id: str, at: datetime
 ) -> None:

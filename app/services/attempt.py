@@ -32,7 +32,7 @@ from domain.model import ErrorSource, MessageError, OutboundJob
 from domain.pacing import PairPacing, pair_backoff
 from domain.ports import CloudApi
 from domain.retry import RetryPolicy
-from domain.window import window_open
+from domain.window import WindowState, window_open
 
 _log = structlog.get_logger("wa_router.dispatch")
 
@@ -80,16 +80,22 @@ class AttemptRunner:
         self._accepted = AcceptedRecorder(db, pair_pacing=pair_pacing)
 
     async def run(
-        self, job: OutboundJob, *, deadline: float, on_write: Callable[[], None] | None = None
+        self,
+        job: OutboundJob,
+        *,
+        deadline: float,
+        on_write: Callable[[], None] | None = None,
+        window: WindowState | None = None,
     ) -> None:
         """Send ``job`` once (the dispatcher already counted it in the sender's pace;
-        ``on_write`` hears when the request is written). Never raises: whatever happens is
+        ``on_write`` hears when the request is written; ``window`` is the pair's window as
+        read with the claim, else it is read here). Never raises: whatever happens is
         recorded (or, if even that fails, the message lease expires)."""
         with structlog.contextvars.bound_contextvars(
             correlation_id=job.correlation_id, message_id=job.id, sender_id=job.sender_id
         ):
             try:
-                await self._attempt(job, on_write, deadline)
+                await self._attempt(job, on_write, deadline, window)
             except Exception as exc:  # noqa: BLE001 - one bad job must not stall the others
                 _log.error("dispatch_error", error=repr(exc))
                 await self._record_crash(job, exc)
@@ -125,7 +131,11 @@ class AttemptRunner:
         _log.info("dispatch", outcome="failed", code=error.code)
 
     async def _attempt(
-        self, job: OutboundJob, on_write: Callable[[], None] | None, deadline: float
+        self,
+        job: OutboundJob,
+        on_write: Callable[[], None] | None,
+        deadline: float,
+        window: WindowState | None,
     ) -> None:
         """The deadline bounds the wait for Meta only: once Meta has answered, the outcome is
         recorded however long the database takes (cutting that short would lose a wamid and
@@ -135,8 +145,10 @@ class AttemptRunner:
             await self._fail_before_send(job, EXPIRED)
             return
         if job.kind is not MessageKind.TEMPLATE:
-            async with self._db.read() as conn:
-                state = await contact_repo.window_state(conn, job.sender_id, job.wa_id)
+            state = window
+            if state is None:
+                async with self._db.read() as conn:
+                    state = await contact_repo.window_state(conn, job.sender_id, job.wa_id)
             if not window_open(state, now):
                 await self._fail_before_send(job, WINDOW_CLOSED_BEFORE_SEND)
                 return

@@ -29,16 +29,19 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from adapters.db import contacts as contact_repo
 from adapters.db import leases as lease_repo
 from adapters.db import outbox
 from adapters.db.engine import Database
 from app import ids
 from app.metrics import Metrics
 from app.services.attempt import AttemptRunner
+from domain.content import MessageKind
 from domain.model import OutboundJob
 from domain.pacing import PairPacing, next_send_time
 from domain.ports import CloudApi
 from domain.retry import RetryPolicy
+from domain.window import WindowState
 
 _log = structlog.get_logger("wa_router.dispatch")
 
@@ -236,9 +239,14 @@ class Dispatcher:
                     skip_locked=not self._db.is_sqlite,
                     sender_id=sender_id,
                 )
+                # Their windows, in the same query for all of them (each send checks its own).
+                windows = await contact_repo.window_states(
+                    conn,
+                    [(j.sender_id, j.wa_id) for j in jobs if j.kind is not MessageKind.TEMPLATE],
+                )
             deadline = loop.time() + self._lease.total_seconds() * ATTEMPT_SHARE_OF_LEASE
             for job in jobs:
-                self._start(job, pace, deadline)
+                self._start(job, pace, deadline, windows.get((job.sender_id, job.wa_id)))
             started += len(jobs)
         return started, max(wait, 0.001)
 
@@ -292,9 +300,13 @@ class Dispatcher:
             asyncio.get_running_loop().time() + self._lease.total_seconds() * LEASE_GUARD_SHARE
         )
 
-    def _start(self, job: OutboundJob, pace: SenderPace, deadline: float) -> None:
+    def _start(
+        self, job: OutboundJob, pace: SenderPace, deadline: float, window: WindowState | None
+    ) -> None:
         slot = pace.take()
-        task = asyncio.create_task(self._runner.run(job, deadline=deadline, on_write=slot.written))
+        task = asyncio.create_task(
+            self._runner.run(job, deadline=deadline, on_write=slot.written, window=window)
+        )
         self._tasks.add(task)
         self._task_senders[task] = job.sender_id
 
