@@ -36,3 +36,25 @@ async def answered_in_turn(router: Router) -> None:
     await asyncio.wait_for(asyncio.gather(*(client(n) for n in range(CLIENTS))), timeout=120)
     # Served in turn, each client has had about ROUNDS answers by the time the total is reached.
     assert min(answered) >= ROUNDS // 3, answered
+
+
+async def test_32_clients_polling_at_once_are_all_answered_in_turn(tmp_path: Path) -> None:
+    async with running_router(tmp_path, read_rate_per_minute=1_000_000) as router:
+        await router.sender()
+        headers = await router.key()
+        await router.customer_writes()
+        sent = await router.send(headers, text="poll me")
+        path = f"/v1/whatsapp/messages/{sent.json()['id']}"
+        answered = [0] * CLIENTS
+        enough = asyncio.Event()
+
+        async def client(n: int) -> None:
+            while not enough.is_set():
+                response = await router.client.get(path, headers=headers)
+                assert response.status_code == 200, response.text
+                answered[n] += 1
+                if sum(answered) >= CLIENTS * ROUNDS:
+                    enough.set()
+
+        await asyncio.wait_for(asyncio.gather(*(client(n) for n in range(CLIENTS))), timeout=120)
+        assert min(answered) >= ROUNDS // 3, answered
