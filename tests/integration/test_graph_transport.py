@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -186,3 +188,54 @@ async def test_many_requests_in_flight_share_the_pool_and_all_get_their_answer()
         bodies = await asyncio.gather(*(one(n) for n in range(40)))
     assert bodies == [str(n).encode() for n in range(40)]
     assert peak == 8  # the transport's connection limit, all of it used
+
+
+async def test_the_write_is_reported_when_the_request_is_on_the_socket() -> None:
+    """The sender's pace counts a send from the moment reported here: reporting it before the
+    bytes are handed to the socket (aiohttp's headers-sent signal comes a loop turn earlier)
+    let a busy dispatcher exceed max_mps at Meta. At the next turn of the loop after the
+    report, the request must already be readable by the server."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+    ready = threading.Event()
+    checked = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        accepted.append(conn)
+        ready.set()
+        checked.wait(5)  # not reading before the check peeks at what has arrived
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            data += conn.recv(65536)
+        conn.sendall(answer(SENT))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    readable_next_turn: list[bool] = []
+
+    def check() -> None:
+        try:
+            readable_next_turn.append(
+                bool(accepted[0].recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            )
+        except BlockingIOError:
+            readable_next_turn.append(False)
+        checked.set()
+
+    def on_write() -> None:
+        ready.wait(5)  # the connection is accepted before anything is written
+        asyncio.get_running_loop().call_soon(check)
+
+    try:
+        async with client(f"http://127.0.0.1:{port}") as http:
+            api = CloudApiClient(http, token="t", version="v25.0")
+            result = await api.send("1", {"to": "+1"}, on_write=on_write)
+    finally:
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        listener.close()
+    assert result.wamid == "wamid.X"
+    assert readable_next_turn == [True]
