@@ -14,6 +14,7 @@ lease then expires: the message is sent again, as before)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,7 +55,8 @@ class AcceptedRecorder:
         waiting.held.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         self._queue.append(waiting)
         if self._writer is None or self._writer.done():
-            self._writer = loop.create_task(self._write_queued())
+            # A context of its own: not the log context of the send that happened to start it.
+            self._writer = loop.create_task(self._write_queued(), context=contextvars.Context())
         return await asyncio.shield(waiting.held)
 
     async def _write_queued(self) -> None:
