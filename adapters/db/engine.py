@@ -181,7 +181,7 @@ class Database:
             async with self._writer.begin() as conn:
                 yield conn
             return
-        async with self._turn(writer=True), self._writer.begin() as conn:
+        async with self._sqlite(self._writer, self._turn(writer=True)) as conn, conn.begin():
             yield conn
 
     def _turn(self, *, writer: bool) -> asyncio.Lock:
@@ -202,8 +202,24 @@ class Database:
             async with self._reader.connect() as conn:
                 yield conn
             return
-        async with self._turn(writer=False), self._reader.connect() as conn:
+        async with self._sqlite(self._reader, self._turn(writer=False)) as conn:
             yield conn
+
+    @asynccontextmanager
+    async def _sqlite(
+        self, engine: AsyncEngine, turn: asyncio.Lock
+    ) -> AsyncIterator[AsyncConnection]:
+        """A pooled SQLite connection, in ``turn``. Closed with a plain ``await``: SQLAlchemy's
+        own ``async with`` closes a connection in a task of its own (safe from cancellation
+        midway), three turns of the loop during which the next caller waited for the lock;
+        inline, the close cannot be interrupted anyway (it never yields)."""
+        async with turn:
+            conn = engine.connect()
+            await conn.start()
+            try:
+                yield conn
+            finally:
+                await conn.close()
 
     async def ping(self) -> None:
         try:

@@ -120,6 +120,10 @@ class Router:
             response = await self.client.get(f"/v1/whatsapp/messages/{message_id}", headers=headers)
             body: dict[str, Any] = response.json()
             if body["status"] in statuses:
+                # The dispatcher's task logs and counts a send a loop turn after its record
+                # is committed; in-process nothing else yields (no socket), so let it run.
+                for _ in range(5):
+                    await asyncio.sleep(0)
                 return body
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"still {body['status']}, wanted {statuses}: {body}")
