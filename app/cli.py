@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import signal
 import sys
@@ -55,9 +54,6 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port or settings.port
     settings = msgspec.structs.replace(settings, host=host, port=port)
     app = create_app(settings)
-    # What exists now (modules, routes, the app) lives as long as the process: out of the
-    # collector's way, so a full collection walks only what requests make.
-    gc.freeze()
     uvicorn.run(
         app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=20
     )
