@@ -113,6 +113,35 @@ async def apply_status(
     return new
 
 
+async def apply_to_row(
+    conn: AsyncConnection,
+    row: message_repo.StatusRow,
+    *,
+    current: MessageStatus,
+    incoming: MessageStatus,
+    at: datetime,
+    error: Mapping[str, Any] | None,
+    now: datetime,
+    wamid: str | None = None,
+    writes: StatusWrites | None = None,
+) -> MessageStatus | None:
+    """:func:`apply_status` to the message of a status row (adapters/db/messages.py)."""
+    return await apply_status(
+        conn,
+        message_id=row.id,
+        current=current,
+        correlation_id=row.correlation_id,
+        sender_id=row.sender_id,
+        wa_id=row.wa_id,
+        incoming=incoming,
+        at=at,
+        error=error,
+        now=now,
+        wamid=wamid,
+        writes=writes,
+    )
+
+
 async def apply_parked(conn: AsyncConnection, *, wamid: str, now: datetime) -> None:
     """Apply the statuses that arrived before their wamid was known to us."""
     parked = await contact_repo.take_parked(conn, wamid)
@@ -123,16 +152,7 @@ async def apply_parked(conn: AsyncConnection, *, wamid: str, now: datetime) -> N
         return
     current = MessageStatus(row.status)
     for status, at, error in parked:
-        new = await apply_status(
-            conn,
-            message_id=row.id,
-            current=current,
-            correlation_id=row.correlation_id,
-            sender_id=row.sender_id,
-            wa_id=row.wa_id,
-            incoming=MessageStatus(status),
-            at=at,
-            error=error,
-            now=now,
+        new = await apply_to_row(
+            conn, row, current=current, incoming=MessageStatus(status), at=at, error=error, now=now
         )
         current = new or current

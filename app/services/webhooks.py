@@ -22,7 +22,7 @@ from adapters.db import contacts as contact_repo
 from adapters.db import messages as message_repo
 from adapters.db.engine import Database
 from app.services import templates as template_service
-from app.services.statuses import StatusWrites, apply_parked, apply_status
+from app.services.statuses import StatusWrites, apply_parked, apply_to_row
 from domain.status import WEBHOOK_STATUSES, MessageStatus
 
 _log = structlog.get_logger("wa_router.webhook")
@@ -219,13 +219,10 @@ async def _status(
     known = batch.known.get(status.id)
     if known is not None:  # the common case: a message we sent, its wamid stored
         current = batch.current.get(known.id, MessageStatus(known.status))
-        moved = await apply_status(
+        moved = await apply_to_row(
             conn,
-            message_id=known.id,
+            known,
             current=current,
-            correlation_id=known.correlation_id,
-            sender_id=known.sender_id,
-            wa_id=known.wa_id,
             incoming=incoming,
             at=at,
             error=error,
@@ -251,13 +248,10 @@ async def _status(
         )
         report.statuses_parked += 1
         return
-    new = await apply_status(
+    new = await apply_to_row(
         conn,
-        message_id=row.id,
+        row,
         current=MessageStatus(row.status),
-        correlation_id=row.correlation_id,
-        sender_id=row.sender_id,
-        wa_id=row.wa_id,
         incoming=incoming,
         at=at,
         error=error,
