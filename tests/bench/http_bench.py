@@ -35,8 +35,9 @@ ACCEPT_CONTACTS = 1000
 ACCEPT_WA_BASE = 4915100000000
 POLLED_MESSAGES = 200
 STATUSES_PER_BATCH = 50
-#: Messages with a wamid, whose sent/delivered/read statuses the webhook load posts.
-WEBHOOK_MESSAGES_PER_SECOND = 3000
+#: Messages with a wamid, whose sent/delivered/read statuses the webhook load posts: enough
+#: that the load never runs out of fresh statuses (redeliveries would flatter the figure).
+WEBHOOK_MESSAGES_PER_SECOND = 10_000  # 30,000 status events a second, more than it takes
 
 
 @dataclass
