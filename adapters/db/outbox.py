@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy import BindParameter, ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.messages import EventKind, add_event, add_events, error_columns
@@ -142,7 +142,7 @@ def _held(job: OutboundJob) -> tuple[ColumnElement[bool], ...]:
     return (messages.c.id == job.id, messages.c.lease_owner == job.lease_owner)
 
 
-def _release(now: datetime) -> dict[str, Any]:
+def _release(now: datetime | BindParameter[datetime]) -> dict[str, Any]:
     return {
         "lease_owner": None,
         "lease_expires_at": None,
@@ -151,71 +151,29 @@ def _release(now: datetime) -> dict[str, Any]:
     }
 
 
+_NOW = bindparam("b_now", type_=messages.c.updated_at.type)
+_HELD = (messages.c.id == bindparam("b_id"), messages.c.lease_owner == bindparam("b_owner"))
+# Built once, as the accept path's statements (adapters/db/messages.py): every send runs them.
 _ACCEPT = (
     update(messages)
-    .where(
-        messages.c.id == bindparam("b_id"),
-        messages.c.lease_owner == bindparam("b_owner"),
-        messages.c.status == str(MessageStatus.QUEUED),
-    )
+    .where(*_HELD, messages.c.status == str(MessageStatus.QUEUED))
     .values(
         status=str(MessageStatus.ACCEPTED),
         wamid=bindparam("b_wamid"),
-        accepted_at=bindparam("b_now"),
-        lease_owner=None,
-        lease_expires_at=None,
-        attempts=messages.c.attempts + 1,
-        updated_at=bindparam("b_now"),
-    )
-)  # built once, as the accept path's statements (adapters/db/messages.py): every send runs it
-_ACCEPT_MOVED_ON = (
-    update(messages)
-    .where(messages.c.id == bindparam("b_id"), messages.c.lease_owner == bindparam("b_owner"))
-    .values(
-        wamid=func.coalesce(messages.c.wamid, bindparam("b_wamid")),
-        accepted_at=bindparam("b_now"),
-        lease_owner=None,
-        lease_expires_at=None,
-        attempts=messages.c.attempts + 1,
-        updated_at=bindparam("b_now"),
+        accepted_at=_NOW,
+        **_release(_NOW),
     )
 )
-
-
-async def record_accepted(
-    conn: AsyncConnection,
-    job: OutboundJob,
-    *,
-    wamid: str,
-    now: datetime,
-    attempt: Mapping[str, Any],
-) -> bool:
-    """Store the wamid; ``queued`` becomes ``accepted`` unless a webhook already moved it on.
-    Returns False if this dispatcher no longer held the lease (nothing is recorded then)."""
-    await _job_event(
-        conn,
-        job,
-        at=now,
-        kind=EventKind.ATTEMPT,
-        detail=attempt,
+# A status webhook moved the message on first: keep the wamid it may already have stored.
+_ACCEPT_MOVED_ON = (
+    update(messages)
+    .where(*_HELD)
+    .values(
+        wamid=func.coalesce(messages.c.wamid, bindparam("b_wamid")),
+        accepted_at=_NOW,
+        **_release(_NOW),
     )
-    params = {"b_id": job.id, "b_owner": job.lease_owner, "b_wamid": wamid, "b_now": now}
-    result = await conn.execute(_ACCEPT, params)
-    if result.rowcount:
-        await _job_event(
-            conn,
-            job,
-            at=now,
-            kind=EventKind.STATUS,
-            status=MessageStatus.ACCEPTED,
-            applied=True,
-            detail={"source": "cloud_api", "wamid": wamid},
-        )
-        return True
-    # A status webhook moved it on first (found through our callback data): keep the wamid it
-    # may already have stored.
-    result = await conn.execute(_ACCEPT_MOVED_ON, params)
-    return bool(result.rowcount)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +187,9 @@ class AcceptedSend:
 
 
 async def record_accepted_many(conn: AsyncConnection, sends: Sequence[AcceptedSend]) -> list[bool]:
-    """:func:`record_accepted` for several sends: the fenced UPDATE of each, then all their
-    events in one INSERT. Returns, for each, whether this dispatcher still held its lease."""
+    """Store each send's wamid (``queued`` becomes ``accepted`` unless a webhook already moved
+    it on) with a fenced UPDATE, then all their events in one INSERT. Returns, for each,
+    whether this dispatcher still held its lease (nothing but the attempt is recorded if not)."""
     held: list[bool] = []
     events: list[dict[str, Any]] = []
     for send in sends:
@@ -258,9 +217,21 @@ async def record_accepted_many(conn: AsyncConnection, sends: Sequence[AcceptedSe
             )
             held.append(True)
         else:
-            # A status webhook moved it on first: keep the wamid it may already have stored.
             held.append(bool((await conn.execute(_ACCEPT_MOVED_ON, params)).rowcount))
     await add_events(conn, events)
+    return held
+
+
+async def record_accepted(
+    conn: AsyncConnection,
+    job: OutboundJob,
+    *,
+    wamid: str,
+    now: datetime,
+    attempt: Mapping[str, Any],
+) -> bool:
+    """:func:`record_accepted_many` of one send."""
+    (held,) = await record_accepted_many(conn, [AcceptedSend(job, wamid, now, attempt)])
     return held
 
 
