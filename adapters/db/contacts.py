@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import Row, and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,31 +34,37 @@ async def window_state(conn: AsyncConnection, sender_id: str, wa_id: str) -> Win
     return WindowState(last_inbound_at=row.last_inbound_at, closed_at=row.window_closed_at)
 
 
-async def window_states(
-    conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], WindowState]:
-    """:func:`window_state` of several (sender, contact) pairs in one query."""
-    if not pairs:
-        return {}
+async def _of_pairs(
+    conn: AsyncConnection, pairs: Sequence[tuple[str, str]], *columns: Any
+) -> dict[tuple[str, str], Row[Any]]:
+    """``columns`` of the contacts rows of several (sender, contact) pairs, in one query:
+    pair → row, for the pairs that have one."""
     wanted = set(pairs)
+    if not wanted:
+        return {}
     rows = await conn.execute(
-        select(
-            contacts.c.sender_id,
-            contacts.c.wa_id,
-            contacts.c.last_inbound_at,
-            contacts.c.window_closed_at,
-        ).where(
+        select(contacts.c.sender_id, contacts.c.wa_id, *columns).where(
             contacts.c.sender_id.in_({s for s, _ in wanted}),
             contacts.c.wa_id.in_({w for _, w in wanted}),
         )
     )
-    found = {
-        (r.sender_id, r.wa_id): WindowState(
-            last_inbound_at=r.last_inbound_at, closed_at=r.window_closed_at
+    return {pair: row for row in rows if (pair := (row.sender_id, row.wa_id)) in wanted}
+
+
+async def window_states(
+    conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], WindowState]:
+    """:func:`window_state` of several (sender, contact) pairs in one query."""
+    found = await _of_pairs(conn, pairs, contacts.c.last_inbound_at, contacts.c.window_closed_at)
+    states = {}
+    for pair in set(pairs):
+        row = found.get(pair)
+        states[pair] = (
+            WindowState(last_inbound_at=None)
+            if row is None
+            else WindowState(last_inbound_at=row.last_inbound_at, closed_at=row.window_closed_at)
         )
-        for r in rows
-    }
-    return {pair: found.get(pair, WindowState(last_inbound_at=None)) for pair in wanted}
+    return states
 
 
 async def move_last_inbound(
@@ -239,19 +245,12 @@ async def pair_paces(
     conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[datetime | None, int]]:
     """:func:`pair_pace` of several (sender, contact) pairs in one query."""
-    if not pairs:
-        return {}
-    wanted = set(pairs)
-    rows = await conn.execute(
-        select(
-            contacts.c.sender_id, contacts.c.wa_id, contacts.c.next_send_at, contacts.c.pair_strikes
-        ).where(
-            contacts.c.sender_id.in_({s for s, _ in wanted}),
-            contacts.c.wa_id.in_({w for _, w in wanted}),
-        )
-    )
-    found = {(r.sender_id, r.wa_id): (r.next_send_at, r.pair_strikes) for r in rows}
-    return {pair: found.get(pair, (None, 0)) for pair in wanted}
+    found = await _of_pairs(conn, pairs, contacts.c.next_send_at, contacts.c.pair_strikes)
+    paces: dict[tuple[str, str], tuple[datetime | None, int]] = {}
+    for pair in set(pairs):
+        row = found.get(pair)
+        paces[pair] = (None, 0) if row is None else (row.next_send_at, row.pair_strikes)
+    return paces
 
 
 async def set_pair_paces(
@@ -283,6 +282,4 @@ async def parked_wamids(conn: AsyncConnection, wamids: Sequence[str]) -> list[st
 async def set_pair_pace(
     conn: AsyncConnection, sender_id: str, wa_id: str, *, next_send_at: datetime, strikes: int
 ) -> None:
-    stmt = _SET_PAIR_PACE["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
-    params = {"b_sender": sender_id, "b_wa_id": wa_id, "b_next": next_send_at, "b_strikes": strikes}
-    await conn.execute(stmt, params)
+    await set_pair_paces(conn, {(sender_id, wa_id): (next_send_at, strikes)})

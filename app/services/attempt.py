@@ -84,13 +84,13 @@ class AttemptRunner:
         job: OutboundJob,
         *,
         deadline: float,
+        window: WindowState | None,
         on_write: Callable[[], None] | None = None,
-        window: WindowState | None = None,
     ) -> None:
-        """Send ``job`` once (the dispatcher already counted it in the sender's pace;
-        ``on_write`` hears when the request is written; ``window`` is the pair's window as
-        read with the claim, else it is read here). Never raises: whatever happens is
-        recorded (or, if even that fails, the message lease expires)."""
+        """Send ``job`` once (the dispatcher already counted it in the sender's pace, and read
+        ``window``, the pair's service window, with the claim: None for a template, which
+        needs none; ``on_write`` hears when the request is written). Never raises: whatever
+        happens is recorded (or, if even that fails, the message lease expires)."""
         with structlog.contextvars.bound_contextvars(
             correlation_id=job.correlation_id, message_id=job.id, sender_id=job.sender_id
         ):
@@ -144,14 +144,12 @@ class AttemptRunner:
         if job.valid_until is not None and now >= job.valid_until:
             await self._fail_before_send(job, EXPIRED)
             return
-        if job.kind is not MessageKind.TEMPLATE:
-            state = window
-            if state is None:
-                async with self._db.read() as conn:
-                    state = await contact_repo.window_state(conn, job.sender_id, job.wa_id)
-            if not window_open(state, now):
-                await self._fail_before_send(job, WINDOW_CLOSED_BEFORE_SEND)
-                return
+        if job.kind is not MessageKind.TEMPLATE and not window_open(
+            window or WindowState(last_inbound_at=None),
+            now,  # no window known: never written
+        ):
+            await self._fail_before_send(job, WINDOW_CLOSED_BEFORE_SEND)
+            return
         if asyncio.get_running_loop().time() >= deadline:  # the checks took the whole lease
             await self._on_unavailable(
                 job,
