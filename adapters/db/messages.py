@@ -279,11 +279,16 @@ async def set_status(
     error: MessageError | None = None,
     clear_error: bool = False,
 ) -> None:
-    values = status_columns(status, now=now, error=error, clear_error=clear_error)
     if wamid is not None:
-        # A status that beat our own wamid commit (found through biz_opaque_callback_data).
-        await conn.execute(_STORE_WAMID, {"b_id": message_id, "b_wamid": wamid})
-    await conn.execute(_UPDATE_MESSAGE, {"b_id": message_id, **values})
+        await store_wamid(conn, message_id, wamid)
+    await update_messages(
+        conn, {message_id: status_columns(status, now=now, error=error, clear_error=clear_error)}
+    )
+
+
+async def store_wamid(conn: AsyncConnection, message_id: str, wamid: str) -> None:
+    """The wamid of a message that has none yet (a status came before our own record)."""
+    await conn.execute(_STORE_WAMID, {"b_id": message_id, "b_wamid": wamid})
 
 
 # --- reads for pollers and support ----------------------------------------------------------

@@ -87,25 +87,18 @@ async def apply_status(
     failure = error_from_webhook(error) if new is MessageStatus.FAILED else None
     # Reached the customer after all (multi-device): the earlier failure no longer holds.
     clear_error = current is MessageStatus.FAILED
-    if writes is not None and wamid is None:
-        writes.event(**event)
-        if new is not None:
-            writes.change(
-                message_id,
-                message_repo.status_columns(new, now=now, error=failure, clear_error=clear_error),
-            )
-    else:
-        await message_repo.add_events(conn, [event])
-        if new is not None:
-            await message_repo.set_status(
-                conn,
-                message_id,
-                status=new,
-                now=now,
-                wamid=wamid,
-                error=failure,
-                clear_error=clear_error,
-            )
+    pending = writes if writes is not None and wamid is None else StatusWrites()
+    pending.event(**event)
+    if new is not None:
+        if wamid is not None:
+            # A status that beat our own wamid commit (found through biz_opaque_callback_data).
+            await message_repo.store_wamid(conn, message_id, wamid)
+        pending.change(
+            message_id,
+            message_repo.status_columns(new, now=now, error=failure, clear_error=clear_error),
+        )
+    if pending is not writes:
+        await pending.flush(conn)
     if incoming is MessageStatus.FAILED and error and error.get("code") == RE_ENGAGEMENT:
         # Meta's own time of the refusal: a late redelivery cannot close a window the customer
         # has reopened since.
