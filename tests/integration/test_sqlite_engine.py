@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -128,3 +128,85 @@ def test_what_counts_as_the_database_being_unreachable(
     error: BaseException, *, expected: bool
 ) -> None:
     assert unreachable(error) is expected
+
+
+async def create_table(db: Database, ddl: str = "CREATE TABLE t (v INTEGER)") -> None:
+    async with db.write() as conn:
+        await conn.execute(text(ddl))
+
+
+def on_disk(path: Path, sql: str = "SELECT v FROM t ORDER BY v") -> list[tuple[int, ...]]:
+    """What another process reading the file sees."""
+    with sqlite3.connect(path) as other:
+        return other.execute(sql).fetchall()
+
+
+async def test_writes_of_one_turn_share_a_commit_and_each_returns_once_it_is_on_disk(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "router.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    commits: list[int] = []
+    event.listen(db._writer.sync_engine, "commit", lambda _conn: commits.append(1))
+    seen_after_return: list[bool] = []
+
+    async def insert_and_look(value: int) -> None:
+        await insert(db, value)
+        seen_after_return.append((value,) in on_disk(path))
+
+    try:
+        await create_table(db)
+        commits.clear()
+        await asyncio.gather(*(insert_and_look(n) for n in range(20)))
+    finally:
+        await db.dispose()
+    assert seen_after_return == [True] * 20  # each caller resumed after its commit
+    assert on_disk(path) == [(n,) for n in range(20)]
+    assert len(commits) == 1  # twenty requests, one commit (and one fsync)
+
+
+async def test_a_failed_block_undoes_only_its_own_writes_in_a_shared_commit(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "router.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        await create_table(db)
+        outcomes = await asyncio.gather(
+            insert(db, 1), insert_then_fail(db), insert(db, 3), return_exceptions=True
+        )
+    finally:
+        await db.dispose()
+    assert [type(o) for o in outcomes] == [type(None), RuntimeError, type(None)]
+    assert on_disk(path) == [(1,), (3,)]  # the failed block's 2 is not there
+
+
+async def test_a_commit_that_fails_fails_every_block_of_its_group_and_keeps_nothing(
+    tmp_path: Path,
+) -> None:
+    """A deferred foreign key is checked at COMMIT: one block's bad row sinks the shared
+    commit, so every block of that group hears the error and none of their rows is kept;
+    the next group commits as usual."""
+    path = tmp_path / "router.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+
+    async def add(parent: int) -> None:
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO child VALUES (:p)"), {"p": parent})
+
+    try:
+        await create_table(db, "CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        await create_table(
+            db,
+            "CREATE TABLE child (parent INTEGER REFERENCES parent (id)"
+            " DEFERRABLE INITIALLY DEFERRED)",
+        )
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO parent VALUES (1)"))
+        outcomes = await asyncio.gather(add(1), add(99), add(1), return_exceptions=True)
+        assert [type(o) for o in outcomes] == [IntegrityError] * 3
+        assert on_disk(path, "SELECT parent FROM child") == []
+        await add(1)  # the writer goes on with the next group
+    finally:
+        await db.dispose()
+    assert on_disk(path, "SELECT parent FROM child") == [(1,)]
