@@ -11,6 +11,7 @@ from sqlalchemy import Row, and_, bindparam, case, delete, func, or_, select, up
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.db.prepared import Prepared
 from adapters.db.tables import contacts
 from adapters.db.tables import inbound_messages as inbound
 from adapters.db.tables import orphan_statuses as orphans
@@ -22,16 +23,19 @@ def _insert(conn: AsyncConnection, table: Any) -> Any:
     return dialect.insert(table)
 
 
-_WINDOW = select(contacts.c.last_inbound_at, contacts.c.window_closed_at).where(
-    contacts.c.sender_id == bindparam("sender_id"), contacts.c.wa_id == bindparam("wa_id")
-)  # built once: every accept runs it (see adapters/db/messages.py)
+_WINDOW = Prepared(
+    select(contacts.c.last_inbound_at, contacts.c.window_closed_at).where(
+        contacts.c.sender_id == bindparam("sender_id"), contacts.c.wa_id == bindparam("wa_id")
+    )
+)  # every accept runs it (see adapters/db/prepared.py)
 
 
 async def window_state(conn: AsyncConnection, sender_id: str, wa_id: str) -> WindowState:
-    row = (await conn.execute(_WINDOW, {"sender_id": sender_id, "wa_id": wa_id})).first()
+    row = await _WINDOW.first(conn, {"sender_id": sender_id, "wa_id": wa_id})
     if row is None:
         return WindowState(last_inbound_at=None)
-    return WindowState(last_inbound_at=row.last_inbound_at, closed_at=row.window_closed_at)
+    last_inbound_at, closed_at = row
+    return WindowState(last_inbound_at=last_inbound_at, closed_at=closed_at)
 
 
 async def _of_pairs(

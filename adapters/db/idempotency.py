@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.db.prepared import Prepared
 from adapters.db.tables import idempotency_keys as keys
 
 
@@ -31,32 +32,42 @@ async def try_lock(conn: AsyncConnection, client_id: str, key: str) -> bool:
     return bool(locked)
 
 
-# Built once, as the other hot paths' statements (see adapters/db/messages.py).
-_FIND = select(
-    keys.c.fingerprint, keys.c.message_id, keys.c.response_status, keys.c.response_body
-).where(
-    keys.c.client_id == bindparam("client_id"),
-    keys.c.key == bindparam("key"),
-    keys.c.expires_at > bindparam("now"),
+# Prepared once, as the other hot paths' statements (see adapters/db/prepared.py).
+_FIND = Prepared(
+    select(
+        keys.c.fingerprint, keys.c.message_id, keys.c.response_status, keys.c.response_body
+    ).where(
+        keys.c.client_id == bindparam("client_id"),
+        keys.c.key == bindparam("key"),
+        keys.c.expires_at > bindparam("now"),
+    )
 )
-_DELETE = delete(keys).where(
-    keys.c.client_id == bindparam("client_id"), keys.c.key == bindparam("key")
+_DELETE = Prepared(
+    delete(keys).where(keys.c.client_id == bindparam("client_id"), keys.c.key == bindparam("key"))
 )
-_INSERT = keys.insert()
+_INSERT = Prepared(
+    keys.insert(),
+    columns=[
+        "client_id",
+        "key",
+        "fingerprint",
+        "message_id",
+        "response_status",
+        "response_body",
+        "created_at",
+        "expires_at",
+    ],
+)
 
 
 async def find(
     conn: AsyncConnection, client_id: str, key: str, *, now: datetime
 ) -> StoredResponse | None:
-    row = (await conn.execute(_FIND, {"client_id": client_id, "key": key, "now": now})).first()
+    row = await _FIND.first(conn, {"client_id": client_id, "key": key, "now": now})
     if row is None:
         return None
-    return StoredResponse(
-        fingerprint=row.fingerprint,
-        message_id=row.message_id,
-        status=row.response_status,
-        body=row.response_body,
-    )
+    fingerprint, message_id, status, body = row
+    return StoredResponse(fingerprint=fingerprint, message_id=message_id, status=status, body=body)
 
 
 async def store(
@@ -69,9 +80,9 @@ async def store(
     expires_at: datetime,
 ) -> None:
     # An expired record of the same key may still be there (the sweep runs periodically).
-    await conn.execute(_DELETE, {"client_id": client_id, "key": key})
-    await conn.execute(
-        _INSERT,
+    await _DELETE.run(conn, {"client_id": client_id, "key": key})
+    await _INSERT.run(
+        conn,
         {
             "client_id": client_id,
             "key": key,

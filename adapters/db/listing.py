@@ -80,7 +80,7 @@ async def list_messages(
     for message_id, status, at in changes:
         histories[message_id].append(StatusChange(status=MessageStatus(status), at=at))
     return MessagePage(
-        messages=[message_of(row, tuple(histories[row.id])) for row in page], more=more
+        messages=[message_of(row._mapping, tuple(histories[row.id])) for row in page], more=more
     )
 
 

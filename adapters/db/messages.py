@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Row, RowMapping, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.db.prepared import Prepared
 from adapters.db.tables import message_events as events
 from adapters.db.tables import messages
 from domain.content import MessageKind
@@ -25,11 +26,31 @@ class EventKind:
     ATTEMPT = "attempt"  # one Cloud API call
 
 
-# The hot paths' statements are built once: SQLAlchemy then finds their compiled form in its
-# cache without rebuilding the expression and its cache key on every call (about 120 us a
-# statement on our machines, more than SQLite takes to run it).
-_INSERT_EVENT = events.insert()
-_INSERT_MESSAGE = messages.insert()
+# The hot paths' statements are built once, and on SQLite run below SQLAlchemy's execution
+# layer (adapters/db/prepared.py).
+_INSERT_EVENT = Prepared(
+    events.insert(),
+    columns=["message_id", "correlation_id", "at", "kind", "status", "applied", "detail"],
+)
+_INSERT_MESSAGE = Prepared(
+    messages.insert(),
+    columns=[
+        "valid_until",
+        "id",
+        "client_id",
+        "sender_id",
+        "wa_id",
+        "kind",
+        "payload",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "correlation_id",
+        "metadata",
+        "created_at",
+        "updated_at",
+    ],
+)
 
 
 async def add_event(
@@ -43,8 +64,8 @@ async def add_event(
     applied: bool | None = None,
     detail: Mapping[str, Any] | None = None,
 ) -> None:
-    await conn.execute(
-        _INSERT_EVENT,
+    await _INSERT_EVENT.run(
+        conn,
         {
             "message_id": message_id,
             "correlation_id": correlation_id,
@@ -72,8 +93,8 @@ async def insert_message(
     request_detail: Mapping[str, Any],
     valid_until: datetime | None = None,
 ) -> None:
-    await conn.execute(
-        _INSERT_MESSAGE,
+    await _INSERT_MESSAGE.run(
+        conn,
         {
             "valid_until": valid_until,
             "id": message_id,
@@ -92,8 +113,8 @@ async def insert_message(
         },
     )
     common = {"message_id": message_id, "correlation_id": correlation_id, "at": now}
-    await conn.execute(
-        _INSERT_EVENT,
+    await _INSERT_EVENT.run_many(
+        conn,
         [
             {
                 **common,
@@ -113,7 +134,7 @@ async def insert_message(
     )
 
 
-def _error(m: RowMapping) -> MessageError | None:
+def _error(m: Mapping[str, Any] | RowMapping) -> MessageError | None:
     if m["error_code"] is None:
         return None
     code: int | str = m["error_code"]
@@ -127,8 +148,8 @@ def _error(m: RowMapping) -> MessageError | None:
     )
 
 
-def message_of(row: Row[Any], history: tuple[StatusChange, ...]) -> Message:
-    m = row._mapping
+def message_of(m: Mapping[str, Any] | RowMapping, history: tuple[StatusChange, ...]) -> Message:
+    """The message of a row of :data:`PUBLIC_COLUMNS`, as a mapping."""
     return Message(
         id=m["id"],
         client_id=m["client_id"],
@@ -149,10 +170,12 @@ def message_of(row: Row[Any], history: tuple[StatusChange, ...]) -> Message:
 
 
 PUBLIC_COLUMNS = [c for c in messages.c if c.name not in ("payload",)]
-_GET_MESSAGE = select(*PUBLIC_COLUMNS).where(
-    messages.c.id == bindparam("message_id"), messages.c.client_id == bindparam("client_id")
+_GET_MESSAGE = Prepared(
+    select(*PUBLIC_COLUMNS).where(
+        messages.c.id == bindparam("message_id"), messages.c.client_id == bindparam("client_id")
+    )
 )
-_GET_HISTORY = (
+_GET_HISTORY = Prepared(
     select(events.c.status, events.c.at)
     .where(
         events.c.message_id == bindparam("message_id"),
@@ -164,14 +187,12 @@ _GET_HISTORY = (
 
 
 async def get_message(conn: AsyncConnection, message_id: str, *, client_id: str) -> Message | None:
-    row = (
-        await conn.execute(_GET_MESSAGE, {"message_id": message_id, "client_id": client_id})
-    ).first()
+    row = await _GET_MESSAGE.first(conn, {"message_id": message_id, "client_id": client_id})
     if row is None:
         return None
-    changes = await conn.execute(_GET_HISTORY, {"message_id": message_id})
+    changes = await _GET_HISTORY.rows(conn, {"message_id": message_id})
     history = tuple(StatusChange(status=MessageStatus(s), at=at) for s, at in changes)
-    return message_of(row, history)
+    return message_of(dict(zip(_GET_MESSAGE.names, row, strict=True)), history)
 
 
 def error_columns(error: MessageError) -> dict[str, str | None]:
@@ -236,7 +257,7 @@ async def statuses_of_wamids(conn: AsyncConnection, wamids: Sequence[str]) -> di
 async def add_events(conn: AsyncConnection, events_: Sequence[Mapping[str, Any]]) -> None:
     """Several events in one INSERT (each a mapping of :func:`add_event`'s columns)."""
     if events_:
-        await conn.execute(_INSERT_EVENT, [dict(e) for e in events_])
+        await _INSERT_EVENT.run_many(conn, events_)
 
 
 async def update_messages(conn: AsyncConnection, changes: Mapping[str, Mapping[str, Any]]) -> None:

@@ -1,0 +1,110 @@
+"""Prepared statements (SQLite straight to sqlite3, PostgreSQL through SQLAlchemy) read and
+write the same values SQLAlchemy does, and fail with SQLAlchemy's errors."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from adapters.db.engine import Database
+from adapters.db.prepared import Prepared
+from adapters.db.tables import contacts
+from adapters.db.tables import message_events as events
+
+AT = datetime(2026, 11, 22, 9, 30, 15, 123456, tzinfo=UTC)
+COLUMNS = ["message_id", "correlation_id", "at", "kind", "status", "applied", "detail"]
+INSERT = Prepared(events.insert(), columns=COLUMNS)
+BY_MESSAGE = Prepared(
+    select(events.c.at, events.c.applied, events.c.detail, events.c.status)
+    .where(events.c.message_id == bindparam("m"), events.c.kind == "status")
+    .order_by(events.c.id)
+)
+
+
+def event_row(message_id: str, **changes: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "message_id": message_id,
+        "correlation_id": "req_1",
+        "at": AT,
+        "kind": "status",
+        "status": "sent",
+        "applied": True,
+        "detail": {"source": "meta", "pricing": {"billable": False}, "note": "ünïcode"},
+    }
+    return row | changes
+
+
+async def test_a_prepared_write_reads_back_through_sqlalchemy_unchanged(any_db: Database) -> None:
+    written = [event_row("m1"), event_row("m1", applied=False, detail=None, status=None)]
+    async with any_db.write() as conn:
+        await INSERT.run_many(conn, written)
+    async with any_db.read() as conn:
+        found = (
+            await conn.execute(
+                select(*(events.c[c] for c in COLUMNS)).where(events.c.message_id == "m1")
+            )
+        ).all()
+    assert [dict(r._mapping) for r in found] == written
+    assert found[0].at.tzinfo is not None  # aware, in UTC, as SQLAlchemy gives it
+
+
+async def test_sqlalchemys_write_reads_back_through_a_prepared_select_unchanged(
+    any_db: Database,
+) -> None:
+    other_zone = AT.astimezone(timezone(timedelta(hours=5, minutes=30)))
+    async with any_db.write() as conn:
+        await conn.execute(insert(events), [event_row("m2", at=other_zone)])
+        await conn.execute(insert(events), [event_row("m2", kind="attempt")])  # not a status
+    async with any_db.read() as conn:
+        rows = await BY_MESSAGE.rows(conn, {"m": "m2"})
+    assert rows == [(AT, True, event_row("m2")["detail"], "sent")]
+    assert BY_MESSAGE.names == ("at", "applied", "detail", "status")
+
+
+async def test_a_duplicate_key_is_sqlalchemys_integrity_error(any_db: Database) -> None:
+    add = Prepared(contacts.insert(), columns=["sender_id", "wa_id", "pair_strikes"])
+    row = {"sender_id": "s1", "wa_id": "4915100000001", "pair_strikes": 0}
+    async with any_db.write() as conn:
+        await add.run(conn, row)
+    with pytest.raises(IntegrityError):
+        async with any_db.write() as conn:
+            await add.run(conn, row)
+    async with any_db.read() as conn:
+        assert await Prepared(select(contacts.c.wa_id)).rows(conn, {}) == [("4915100000001",)]
+
+
+def test_an_insert_must_give_the_columns_sqlalchemy_would_default() -> None:
+    with pytest.raises(ValueError, match="pair_strikes"):
+        Prepared(contacts.insert(), columns=["sender_id", "wa_id"])
+    with pytest.raises(ValueError, match="names the columns"):
+        Prepared(contacts.insert())
+
+
+async def test_the_reads_of_one_read_block_see_one_snapshot(tmp_path: Path) -> None:
+    """On SQLite a prepared read begins the block's transaction: a commit by another process
+    between two reads of one block is not half-seen."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'router.db'}")
+    other = sqlite3.connect(tmp_path / "router.db", isolation_level=None)
+    try:
+        async with db.write() as conn:
+            await conn.run_sync(events.create)
+            await INSERT.run(conn, event_row("m3"))
+        async with db.read() as conn:
+            before = await BY_MESSAGE.rows(conn, {"m": "m3"})
+            other.execute(
+                "INSERT INTO message_events (message_id, at, kind) VALUES ('m3', '2026-11-22', "
+                "'status')"
+            )
+            again = await BY_MESSAGE.rows(conn, {"m": "m3"})
+        async with db.read() as conn:
+            after = await BY_MESSAGE.rows(conn, {"m": "m3"})
+    finally:
+        other.close()
+        await db.dispose()
+    assert len(before) == len(again) == 1
+    assert len(after) == 2
