@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy import BindParameter, ColumnElement, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.messages import EventKind, add_event, add_events, error_columns
@@ -67,12 +67,22 @@ async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
 
 
 async def due_senders(conn: AsyncConnection, *, now: datetime) -> list[str]:
-    """Senders with at least one message that could be claimed now (a read)."""
+    """Senders with at least one message that could be claimed now (a read). One EXISTS per
+    registered sender (every message has one), each stopping at its first claimable message
+    in ix_messages_queue: a DISTINCT over the messages read the whole queue on every pass."""
     m = messages.alias("m")
     rows = await conn.execute(
-        select(m.c.sender_id).where(*_due(m, now), *_in_turn(m, now)).distinct()
+        select(_senders.c.phone_number_id)
+        .where(
+            exists().where(
+                m.c.sender_id == _senders.c.phone_number_id,
+                *_due(m, now),
+                *_in_turn(m, now),
+            )
+        )
+        .order_by(_senders.c.phone_number_id)
     )
-    return sorted(row.sender_id for row in rows)
+    return [row.phone_number_id for row in rows]
 
 
 async def claim_due(
@@ -90,7 +100,7 @@ async def claim_due(
     that expired (its dispatcher crashed) makes its message due again."""
     m = messages.alias("m")
     conditions = [*_due(m, now), *_in_turn(m, now)]
-    if sender_id is not None:
+    if sender_id is not None:  # one sender's oldest, in ix_messages_queue order (no sort)
         conditions.append(m.c.sender_id == sender_id)
     due = select(m.c.id).where(*conditions).order_by(m.c.id).limit(limit)
     if skip_locked:

@@ -127,8 +127,8 @@ class MessageRow(Base):
     updated_at: Mapped[datetime]
 
     __table_args__ = (
-        # The dispatcher's claim: due queued messages, oldest first.
-        Index("ix_messages_due", "status", "next_attempt_at"),
+        # The dispatcher's claim: a sender's queued messages, oldest first.
+        Index("ix_messages_queue", "status", "sender_id", "id"),
         Index("ix_messages_client_id", "client_id", "id"),
         # Per-conversation order: the oldest queued message of each (sender, contact) goes first.
         Index("ix_messages_pair", "sender_id", "wa_id", "status", "id"),
