@@ -12,6 +12,7 @@ from sqlalchemy import BindParameter, ColumnElement, bindparam, exists, func, or
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.messages import EventKind, add_event, add_events, error_columns
+from adapters.db.prepared import Prepared
 from adapters.db.tables import contacts as _contacts
 from adapters.db.tables import messages
 from adapters.db.tables import senders as _senders
@@ -163,8 +164,8 @@ def _release(now: datetime | BindParameter[datetime]) -> dict[str, Any]:
 
 _NOW = bindparam("b_now", type_=messages.c.updated_at.type)
 _HELD = (messages.c.id == bindparam("b_id"), messages.c.lease_owner == bindparam("b_owner"))
-# Built once, as the accept path's statements (adapters/db/messages.py): every send runs them.
-_ACCEPT = (
+# Prepared, as the accept path's statements (adapters/db/prepared.py): every send runs them.
+_ACCEPT = Prepared(
     update(messages)
     .where(*_HELD, messages.c.status == str(MessageStatus.QUEUED))
     .values(
@@ -175,7 +176,7 @@ _ACCEPT = (
     )
 )
 # A status webhook moved the message on first: keep the wamid it may already have stored.
-_ACCEPT_MOVED_ON = (
+_ACCEPT_MOVED_ON = Prepared(
     update(messages)
     .where(*_HELD)
     .values(
@@ -215,7 +216,7 @@ async def record_accepted_many(conn: AsyncConnection, sends: Sequence[AcceptedSe
             }
         )
         params = {"b_id": job.id, "b_owner": job.lease_owner, "b_wamid": send.wamid, "b_now": now}
-        if (await conn.execute(_ACCEPT, params)).rowcount:
+        if await _ACCEPT.run(conn, params):
             events.append(
                 {
                     **common,
@@ -227,7 +228,7 @@ async def record_accepted_many(conn: AsyncConnection, sends: Sequence[AcceptedSe
             )
             held.append(True)
         else:
-            held.append(bool((await conn.execute(_ACCEPT_MOVED_ON, params)).rowcount))
+            held.append(bool(await _ACCEPT_MOVED_ON.run(conn, params)))
     await add_events(conn, events)
     return held
 

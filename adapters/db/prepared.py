@@ -57,6 +57,10 @@ class Prepared:
             ]
             if missing:  # SQLAlchemy would fill them in; this path would not
                 raise ValueError(f"columns with client-side defaults must be given: {missing}")
+        if isinstance(statement, Update) and any(
+            c.onupdate is not None for c in statement.table.columns
+        ):
+            raise ValueError("an UPDATE of a table with client-side onupdate is not prepared")
         self.names: tuple[str, ...] = (
             tuple(str(c.key) for c in statement.selected_columns)
             if isinstance(statement, Select)
@@ -98,14 +102,14 @@ class Prepared:
             raw.execute("BEGIN")  # a read block's snapshot (the engine skips its own BEGIN)
         return raw, plan
 
-    async def run(self, conn: AsyncConnection, params: Mapping[str, Any]) -> None:
+    async def run(self, conn: AsyncConnection, params: Mapping[str, Any]) -> int:
+        """Execute; the number of rows an INSERT, UPDATE or DELETE changed."""
         found = self._sqlite(conn)
         if found is None:
-            await conn.execute(self.statement, dict(params))
-            return
+            return int((await conn.execute(self.statement, dict(params))).rowcount or 0)
         raw, plan = found
         try:
-            raw.execute(plan.sql, self._values(plan, params))
+            return raw.execute(plan.sql, self._values(plan, params)).rowcount
         except sqlite3.Error as exc:
             raise _wrapped(plan, exc) from exc
 

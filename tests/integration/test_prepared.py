@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from adapters.db.engine import Database
@@ -108,3 +108,23 @@ async def test_the_reads_of_one_read_block_see_one_snapshot(tmp_path: Path) -> N
         await db.dispose()
     assert len(before) == len(again) == 1
     assert len(after) == 2
+
+
+async def test_an_update_counts_the_rows_it_changed(any_db: Database) -> None:
+    """The count fences a dispatcher's writes (adapters/db/outbox.py): 0 means not ours."""
+    strike = Prepared(
+        update(contacts)
+        .where(contacts.c.sender_id == bindparam("s"), contacts.c.pair_strikes < 2)
+        .values(pair_strikes=contacts.c.pair_strikes + 1, next_send_at=bindparam("at"))
+    )
+    add = Prepared(contacts.insert(), columns=["sender_id", "wa_id", "pair_strikes"])
+    async with any_db.write() as conn:
+        await add.run_many(conn, [{"sender_id": "s1", "wa_id": w, "pair_strikes": 0} for w in "12"])
+        counts = [await strike.run(conn, {"s": "s1", "at": AT}) for _ in range(3)]
+        assert await strike.run(conn, {"s": "nobody", "at": AT}) == 0
+    assert counts == [2, 2, 0]
+    async with any_db.read() as conn:
+        found = await Prepared(select(contacts.c.pair_strikes, contacts.c.next_send_at)).rows(
+            conn, {}
+        )
+    assert found == [(2, AT), (2, AT)]
