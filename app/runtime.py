@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import structlog
 
-from adapters.cloud_api.client import DEFAULT_TIMEOUT, CloudApiClient
+from adapters.cloud_api.client import DEFAULT_TIMEOUT, CloudApiClient, GraphHttp
 from adapters.cloud_api.sandbox import SANDBOX_APP_SECRET, Deliver, SandboxCloudApi
 from adapters.cloud_api.transport import AiohttpTransport
 from adapters.db import contacts as contact_repo
@@ -69,7 +69,7 @@ def webhook_secret(settings: Settings) -> str | None:
 def cloud_api_for(
     settings: Settings,
     db: Database,
-    graph_http: httpx.AsyncClient,
+    graph_http: GraphHttp,
     *,
     deliver: Deliver,
     tuning: Tuning,
@@ -94,7 +94,7 @@ def cloud_api_for(
 
 
 def template_source_for(
-    settings: Settings, db: Database, graph_http: httpx.AsyncClient, *, tuning: Tuning
+    settings: Settings, db: Database, graph_http: GraphHttp, *, tuning: Tuning
 ) -> TemplateSource:
     """What ``wa-router templates sync`` lists catalogs from: the Cloud API, or in sandbox mode
     the simulator (a listing delivers no webhooks)."""
@@ -108,10 +108,10 @@ def template_source_for(
     return api
 
 
-def graph_client(settings: Settings, tuning: Tuning) -> httpx.AsyncClient:
+def graph_client(settings: Settings, tuning: Tuning) -> GraphHttp:
     """httpx over aiohttp's pool (adapters/cloud_api/transport.py says why), one connection
     for each send the dispatcher may have in flight."""
-    return httpx.AsyncClient(
+    return GraphHttp(
         base_url=settings.graph_api_url,
         timeout=DEFAULT_TIMEOUT,
         transport=tuning.graph_transport or AiohttpTransport(max_connections=MAX_IN_FLIGHT),

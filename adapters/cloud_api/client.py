@@ -119,10 +119,21 @@ def status_error(response: httpx.Response) -> CloudApiStatusError:
     )
 
 
+class GraphHttp(httpx.AsyncClient):
+    """An AsyncClient that keeps its transport at hand: :meth:`CloudApiClient.send` hands its
+    requests straight to it. ``AsyncClient.send``'s layers (auth flow, redirects, cookie
+    extraction, event hooks) took a quarter of a send's CPU and do nothing for a POST with a
+    bearer token to a fixed URL that answers JSON."""
+
+    def __init__(self, *, transport: httpx.AsyncBaseTransport, **options: Any) -> None:
+        super().__init__(transport=transport, **options)
+        self.transport = transport
+
+
 class CloudApiClient:
     """Satisfies :class:`domain.ports.CloudApi` against graph.facebook.com (or a fake)."""
 
-    def __init__(self, http: httpx.AsyncClient, *, token: str, version: str) -> None:
+    def __init__(self, http: GraphHttp, *, token: str, version: str) -> None:
         self._http = http
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self._version = version
@@ -160,7 +171,11 @@ class CloudApiClient:
             extensions=extensions,
         )
         try:
-            response = await self._http.send(request)
+            response = await self._http.transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         except httpx.ConnectError as exc:
             raise CloudApiUnavailable(f"connect: {exc!r}", maybe_sent=False) from exc
         except httpx.ConnectTimeout as exc:
@@ -171,7 +186,7 @@ class CloudApiClient:
             raise CloudApiUnavailable(f"timeout: {type(exc).__name__}", maybe_sent=True) from exc
         except httpx.TransportError as exc:
             raise CloudApiUnavailable(f"transport: {type(exc).__name__}", maybe_sent=True) from exc
-        except httpx.HTTPError as exc:  # decoding, redirects …: the request went out
+        except httpx.HTTPError as exc:  # decoding …: the request went out
             raise CloudApiUnavailable(f"http: {type(exc).__name__}", maybe_sent=True) from exc
         if response.status_code != httpx.codes.OK:
             raise status_error(response)

@@ -14,7 +14,7 @@ import httpx
 import msgspec
 import pytest
 
-from adapters.cloud_api.client import CloudApiClient
+from adapters.cloud_api.client import CloudApiClient, GraphHttp
 from adapters.cloud_api.sandbox import SANDBOX_SENDER_ID, SANDBOX_WABA_ID
 from adapters.db import keys as key_repo
 from adapters.db import messages as message_repo
@@ -104,7 +104,7 @@ async def register(router: Router, waba_id: str | None = WABA) -> None:
 
 
 async def sync(router: Router, catalog: list[dict[str, Any]] = CATALOG) -> None:
-    async with httpx.AsyncClient(
+    async with GraphHttp(
         transport=graph_listing(catalog), base_url="https://graph.example"
     ) as http:
         result = await sync_catalog(

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.cloud_api.client import CloudApiClient
+from adapters.cloud_api.client import CloudApiClient, GraphHttp
 from adapters.cloud_api.errors import CloudApiStatusError, CloudApiUnavailable
 from adapters.cloud_api.payloads import message_payload
 from domain.content import Button, Buttons, Media, MessageKind, Template, Text
@@ -34,14 +34,12 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 @pytest.fixture
-async def http_for() -> AsyncIterator[Callable[[Handler], httpx.AsyncClient]]:
+async def http_for() -> AsyncIterator[Callable[[Handler], GraphHttp]]:
     """Builds AsyncClients on a mock transport, all closed when the test ends."""
-    made: list[httpx.AsyncClient] = []
+    made: list[GraphHttp] = []
 
-    def make(handler: Handler) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(
-            transport=httpx.MockTransport(handler), base_url="https://graph.example"
-        )
+    def make(handler: Handler) -> GraphHttp:
+        client = GraphHttp(transport=httpx.MockTransport(handler), base_url="https://graph.example")
         made.append(client)
         return client
 
@@ -50,7 +48,7 @@ async def http_for() -> AsyncIterator[Callable[[Handler], httpx.AsyncClient]]:
         await client.aclose()
 
 
-def api(http: httpx.AsyncClient) -> CloudApiClient:
+def api(http: GraphHttp) -> CloudApiClient:
     return CloudApiClient(http, token=TOKEN, version="v25.0")
 
 
@@ -70,7 +68,7 @@ def raising(exc_type: type[httpx.TransportError]) -> Handler:
     return handler
 
 
-async def send_and_fail(http: httpx.AsyncClient) -> CloudApiStatusError:
+async def send_and_fail(http: GraphHttp) -> CloudApiStatusError:
     with pytest.raises(CloudApiStatusError) as caught:
         await api(http).send(PNID, {"to": "+" + WA_ID})
     return caught.value
@@ -80,7 +78,7 @@ async def send_and_fail(http: httpx.AsyncClient) -> CloudApiStatusError:
 
 
 async def test_send_posts_the_payload_to_the_versioned_messages_path(
-    http_for: Callable[[Handler], httpx.AsyncClient],
+    http_for: Callable[[Handler], GraphHttp],
 ) -> None:
     graph = FakeGraph()
     payload = message_payload(
@@ -100,7 +98,7 @@ async def test_send_posts_the_payload_to_the_versioned_messages_path(
 
 
 async def test_send_reads_the_documented_success_response(
-    http_for: Callable[[Handler], httpx.AsyncClient],
+    http_for: Callable[[Handler], GraphHttp],
 ) -> None:
     # cloud-api.md §2, byte for byte.
     body = (
@@ -118,7 +116,7 @@ async def test_send_reads_the_documented_success_response(
 
 
 async def test_success_without_contacts_or_message_status(
-    http_for: Callable[[Handler], httpx.AsyncClient],
+    http_for: Callable[[Handler], GraphHttp],
 ) -> None:
     body = b'{"messaging_product":"whatsapp","messages":[{"id":"wamid.X1"}],"extra":1}'
     result = await api(http_for(answer(200, body))).send(PNID, {"to": "+16505551234"})
@@ -313,7 +311,7 @@ def test_to_is_always_plus_and_the_digits(wa_id: str) -> None:
 
 
 async def test_meta_error_body_becomes_a_status_error(
-    http_for: Callable[[Handler], httpx.AsyncClient],
+    http_for: Callable[[Handler], GraphHttp],
 ) -> None:
     graph = FakeGraph().then(
         meta_error(400, 131047, "Re-engagement message", RE_ENGAGEMENT_DETAILS)
@@ -329,7 +327,7 @@ async def test_meta_error_body_becomes_a_status_error(
 
 
 async def test_the_documented_error_shape(
-    http_for: Callable[[Handler], httpx.AsyncClient],
+    http_for: Callable[[Handler], GraphHttp],
 ) -> None:
     # §3.1 byte for byte, plus fields Graph may add: unknown fields never break decoding.
     body = (
@@ -349,7 +347,7 @@ async def test_the_documented_error_shape(
 
 
 async def test_title_without_a_code_prefix_is_kept_whole(
-    http_for: Callable[[Handler], httpx.AsyncClient],
+    http_for: Callable[[Handler], GraphHttp],
 ) -> None:
     body = b'{"error":{"message":"Invalid OAuth access token.","code":190,"fbtrace_id":"T"}}'
     error = await send_and_fail(http_for(answer(401, body)))
@@ -358,7 +356,7 @@ async def test_title_without_a_code_prefix_is_kept_whole(
 
 
 async def test_empty_message_falls_back_to_the_user_title(
-    http_for: Callable[[Handler], httpx.AsyncClient],
+    http_for: Callable[[Handler], GraphHttp],
 ) -> None:
     body = b'{"error":{"code":131000,"error_user_title":"Something went wrong"}}'
     error = await send_and_fail(http_for(answer(500, body)))
@@ -376,7 +374,7 @@ async def test_empty_message_falls_back_to_the_user_title(
     ids=["html", "empty", "no-error-key", "error-not-object"],
 )
 async def test_unreadable_error_bodies_keep_the_http_status(
-    http_for: Callable[[Handler], httpx.AsyncClient], status: int, content: bytes, title: str
+    http_for: Callable[[Handler], GraphHttp], status: int, content: bytes, title: str
 ) -> None:
     error = await send_and_fail(http_for(answer(status, content, "text/html")))
     assert (error.http_status, error.code, error.title) == (status, None, title)
@@ -389,7 +387,7 @@ async def test_unreadable_error_bodies_keep_the_http_status(
     ids=["html", "empty", "no-messages", "missing-messages"],
 )
 async def test_a_200_with_an_unreadable_body_is_a_status_error(
-    http_for: Callable[[Handler], httpx.AsyncClient], content: bytes
+    http_for: Callable[[Handler], GraphHttp], content: bytes
 ) -> None:
     error = await send_and_fail(http_for(answer(200, content)))
     assert (error.http_status, error.code) == (200, None)
@@ -399,7 +397,7 @@ async def test_a_200_with_an_unreadable_body_is_a_status_error(
 
 
 async def test_a_read_timeout_may_have_sent_the_message(
-    http_for: Callable[[Handler], httpx.AsyncClient],
+    http_for: Callable[[Handler], GraphHttp],
 ) -> None:
     graph = FakeGraph().then(Scripted(kind="timeout"))
     with pytest.raises(CloudApiUnavailable) as caught:
@@ -409,7 +407,7 @@ async def test_a_read_timeout_may_have_sent_the_message(
 
 
 async def test_a_refused_connection_did_not_send_it(
-    http_for: Callable[[Handler], httpx.AsyncClient],
+    http_for: Callable[[Handler], GraphHttp],
 ) -> None:
     graph = FakeGraph().then(Scripted(kind="reset"))
     with pytest.raises(CloudApiUnavailable) as caught:
@@ -428,7 +426,7 @@ async def test_a_refused_connection_did_not_send_it(
     ],
 )
 async def test_other_transport_failures(
-    http_for: Callable[[Handler], httpx.AsyncClient],
+    http_for: Callable[[Handler], GraphHttp],
     exc_type: type[httpx.TransportError],
     maybe_sent: bool,
 ) -> None:
@@ -439,7 +437,7 @@ async def test_other_transport_failures(
 
 
 async def test_scripted_answers_then_success(
-    http_for: Callable[[Handler], httpx.AsyncClient],
+    http_for: Callable[[Handler], GraphHttp],
 ) -> None:
     """The adapter retries nothing itself: retries are the dispatcher's policy."""
     graph = FakeGraph().then(meta_error(400, 130429, "Rate limit hit"))

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.cloud_api.client import CloudApiClient
+from adapters.cloud_api.client import CloudApiClient, GraphHttp
 from adapters.cloud_api.errors import CloudApiUnavailable
 from adapters.cloud_api.transport import AiohttpTransport
 
@@ -75,9 +75,9 @@ async def server(handler: Handler) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def client(base_url: str, **timeouts: float) -> AsyncIterator[httpx.AsyncClient]:
+async def client(base_url: str, **timeouts: float) -> AsyncIterator[GraphHttp]:
     timeout = httpx.Timeout(**{"timeout": 5.0, **timeouts})
-    async with httpx.AsyncClient(
+    async with GraphHttp(
         base_url=base_url, timeout=timeout, transport=AiohttpTransport(max_connections=8)
     ) as http:
         yield http

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.cloud_api.client import CloudApiClient
+from adapters.cloud_api.client import CloudApiClient, GraphHttp
 from adapters.cloud_api.errors import CloudApiStatusError, CloudApiUnavailable
 from adapters.cloud_api.sandbox import SANDBOX_WABA_ID, SandboxCloudApi
 from domain.templates import ParameterFormat
@@ -62,9 +62,7 @@ async def client_for() -> AsyncIterator[Callable[[Handler], CloudApiClient]]:
     made: list[httpx.AsyncClient] = []
 
     def make(handler: Handler) -> CloudApiClient:
-        http = httpx.AsyncClient(
-            transport=httpx.MockTransport(handler), base_url="https://graph.example"
-        )
+        http = GraphHttp(transport=httpx.MockTransport(handler), base_url="https://graph.example")
         made.append(http)
         return CloudApiClient(http, token=TOKEN, version="v25.0")
 

@@ -4,10 +4,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-import httpx
 import pytest
 
-from adapters.cloud_api.client import CloudApiClient
+from adapters.cloud_api.client import CloudApiClient, GraphHttp
 from adapters.db import keys as key_repo
 from adapters.db.engine import Database
 from app.http.messages import render
@@ -95,7 +94,7 @@ async def world(db: Database) -> AsyncIterator[World]:
     created = await create_key(
         db, client="crm", scopes=sorted(ALL_SCOPES), senders=None, now=clock.now
     )
-    async with httpx.AsyncClient(transport=graph.transport(), base_url="https://graph.test") as h:
+    async with GraphHttp(transport=graph.transport(), base_url="https://graph.test") as h:
         cloud = CloudApiClient(h, token="tok", version="v25.0")
         yield World(
             db=db,

@@ -7,10 +7,9 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
 import pytest
 
-from adapters.cloud_api.client import CloudApiClient
+from adapters.cloud_api.client import CloudApiClient, GraphHttp
 from app.metrics import Metrics
 from app.services.dispatch import Dispatcher
 from domain.ports import SendResult
@@ -24,9 +23,7 @@ CALLS = "wa_router_cloud_api_calls_total"
 @pytest.fixture
 async def metered(world: World) -> AsyncIterator[tuple[Dispatcher, Metrics]]:
     metrics = Metrics()
-    async with httpx.AsyncClient(
-        transport=world.graph.transport(), base_url="https://graph.test"
-    ) as http:
+    async with GraphHttp(transport=world.graph.transport(), base_url="https://graph.test") as http:
         dispatcher = Dispatcher(
             world.db,
             CloudApiClient(http, token="tok", version="v25.0"),

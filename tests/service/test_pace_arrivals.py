@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.cloud_api.client import CloudApiClient
+from adapters.cloud_api.client import CloudApiClient, GraphHttp
 from adapters.db import keys as key_repo
 from app.services.dispatch import Dispatcher
 from domain.model import Sender
@@ -65,7 +65,7 @@ async def _run(world: World, transport: SlowFirstConnections, seconds: float) ->
         wa_id = f"1415557{n:04d}"
         await world.open_window(wa_id)
         await world.send_text(wa_id=wa_id)
-    async with httpx.AsyncClient(transport=transport, base_url="https://graph.test") as http:
+    async with GraphHttp(transport=transport, base_url="https://graph.test") as http:
         dispatcher = Dispatcher(
             world.db,
             CloudApiClient(http, token="tok", version="v25.0"),

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from adapters.cloud_api.client import CloudApiClient
+from adapters.cloud_api.client import CloudApiClient, GraphHttp
 from adapters.db import keys as key_repo
 from app.services.dispatch import PACE_WINDOW_SECONDS, Dispatcher
 from domain.model import Sender
@@ -43,9 +43,7 @@ async def _timed_world(world: World, max_mps: int) -> tuple[Dispatcher, list[flo
         await key_repo.upsert_sender(
             conn, Sender(phone_number_id=SENDER, max_mps=max_mps), now=world.clock.now
         )
-    client = httpx.AsyncClient(
-        transport=httpx.MockTransport(handler), base_url="https://graph.test"
-    )
+    client = GraphHttp(transport=httpx.MockTransport(handler), base_url="https://graph.test")
     cloud = CloudApiClient(client, token="tok", version="v25.0")
     return Dispatcher(
         world.db, cloud, clock=world.clock, policy=POLICY, idle_poll=0.05, rand=lambda: 1.0
