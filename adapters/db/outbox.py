@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, bindparam, exists, func, or_, select, update
+from sqlalchemy import BindParameter, ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.messages import EventKind, add_event, add_events, error_columns
@@ -68,19 +68,19 @@ async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
 
 
 async def due_senders(conn: AsyncConnection, *, now: datetime) -> list[str]:
-    """Senders with at least one message that could be claimed now (a read). One EXISTS per
+    """Senders with at least one message that could be claimed now (a read). One lookup per
     registered sender (every message has one), each stopping at its first claimable message
     in ix_messages_queue: a DISTINCT over the messages read the whole queue on every pass."""
     m = messages.alias("m")
+    first_claimable = (
+        select(m.c.id)
+        .where(m.c.sender_id == _senders.c.phone_number_id, *_due(m, now), *_in_turn(m, now))
+        .limit(1)
+        .scalar_subquery()
+    )  # not EXISTS: PostgreSQL made that a semi-join that read every queued row first
     rows = await conn.execute(
         select(_senders.c.phone_number_id)
-        .where(
-            exists().where(
-                m.c.sender_id == _senders.c.phone_number_id,
-                *_due(m, now),
-                *_in_turn(m, now),
-            )
-        )
+        .where(first_claimable.is_not(None))
         .order_by(_senders.c.phone_number_id)
     )
     return [row.phone_number_id for row in rows]
