@@ -25,10 +25,10 @@ from app.cli_admin import (
     keys_create,
     keys_list,
     keys_revoke,
+    migrated_db,
     senders_add,
     senders_list,
     senders_resume,
-    with_db,
 )
 from app.http.support import trace_resource
 from app.logs import configure_logging
@@ -61,9 +61,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _worker(settings: Settings) -> None:
-    db = await with_db(settings)
     tuning = Tuning()
-    async with graph_client(settings, tuning) as http:
+    async with migrated_db(settings) as db, graph_client(settings, tuning) as http:
         # In sandbox mode the simulator posts its webhooks to the serving process over HTTP.
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
         deliver = http_deliver(http, f"http://{host}:{settings.port}/v1/whatsapp/webhook")
@@ -77,7 +76,6 @@ async def _worker(settings: Settings) -> None:
         finally:
             if isinstance(cloud_api, SandboxCloudApi):
                 await cloud_api.aclose()
-            await db.dispose()
 
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
@@ -86,13 +84,12 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 async def _migrate(settings: Settings) -> None:
-    db = await with_db(settings)
-    await db.dispose()
+    async with migrated_db(settings):
+        print("database schema is at the newest revision")
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     asyncio.run(_migrate(settings))
-    print("database schema is at the newest revision")
     return 0
 
 
@@ -106,9 +103,8 @@ async def _templates_sync(
     stored all the same), 2 for a sender that cannot be synced."""
     sender = None if args.sender is None else digits(args.sender, "--sender")
     tuning = tuning or Tuning()
-    db = await with_db(settings)
     failed = 0
-    try:
+    async with migrated_db(settings) as db:
         async with db.read() as conn:
             senders = await key_repo.list_senders(conn)
         try:
@@ -131,8 +127,6 @@ async def _templates_sync(
                     print(f"WABA {waba_id}: not synced: {exc}", file=sys.stderr)
                     continue
                 print(f"WABA {waba_id}: {result.templates} templates, {result.approved} approved")
-    finally:
-        await db.dispose()
     return 1 if failed else 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,10 +49,15 @@ def parse_scopes(value: str) -> list[Scope]:
         ) from None
 
 
-async def with_db(settings: Settings) -> Database:
+@asynccontextmanager
+async def migrated_db(settings: Settings) -> AsyncIterator[Database]:
+    """The configured database, migrated to the newest schema, disposed on leaving."""
     db = Database(settings.database_url)
-    await upgrade_to_head(db)
-    return db
+    try:
+        await upgrade_to_head(db)
+        yield db
+    finally:
+        await db.dispose()
 
 
 # --- senders ---------------------------------------------------------------------------------
@@ -83,12 +90,8 @@ async def senders_add(settings: Settings, args: argparse.Namespace) -> None:
         )
         if flag is not None
     }
-    db = await with_db(settings)
-    try:
-        async with db.write() as conn:
-            created = await key_repo.upsert_sender(conn, sender, now=utc_now(), only=given)
-    finally:
-        await db.dispose()
+    async with migrated_db(settings) as db, db.write() as conn:
+        created = await key_repo.upsert_sender(conn, sender, now=utc_now(), only=given)
     print(("added" if created else "updated") + f" sender {sender.phone_number_id}")
 
 
@@ -106,24 +109,16 @@ def sender_json(sender: Sender) -> dict[str, object]:
 
 async def senders_resume(settings: Settings, args: argparse.Namespace) -> None:
     sender_id = digits(args.phone_number_id, "PHONE_NUMBER_ID")
-    db = await with_db(settings)
-    try:
-        async with db.write() as conn:
-            found = await key_repo.resume_sender(conn, sender_id)
-    finally:
-        await db.dispose()
+    async with migrated_db(settings) as db, db.write() as conn:
+        found = await key_repo.resume_sender(conn, sender_id)
     if not found:
         raise CliError(f"no sender {sender_id}")
     print(f"resumed sender {sender_id}: its queued messages go out again")
 
 
 async def senders_list(settings: Settings, args: argparse.Namespace) -> None:
-    db = await with_db(settings)
-    try:
-        async with db.read() as conn:
-            senders = await key_repo.list_senders(conn)
-    finally:
-        await db.dispose()
+    async with migrated_db(settings) as db, db.read() as conn:
+        senders = await key_repo.list_senders(conn)
     if args.json:
         print(json.dumps([sender_json(s) for s in senders], indent=2))
         return
@@ -158,11 +153,8 @@ async def keys_create(settings: Settings, args: argparse.Namespace) -> None:
         senders = [digits(s.strip(), "--senders") for s in args.senders.split(",") if s.strip()]
         if not senders:
             raise CliError("--senders needs at least one phone_number_id")
-    db = await with_db(settings)
-    try:
+    async with migrated_db(settings) as db:
         created = await create_key(db, client=client, scopes=scopes, senders=senders, now=utc_now())
-    finally:
-        await db.dispose()
     if args.json:
         print(
             json.dumps(
@@ -185,12 +177,8 @@ async def keys_create(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def keys_list(settings: Settings, args: argparse.Namespace) -> None:
-    db = await with_db(settings)
-    try:
-        async with db.read() as conn:
-            keys = await key_repo.list_keys(conn)
-    finally:
-        await db.dispose()
+    async with migrated_db(settings) as db, db.read() as conn:
+        keys = await key_repo.list_keys(conn)
     rows: list[dict[str, Any]] = [
         {
             "id": k.id,
@@ -216,12 +204,8 @@ async def keys_list(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def keys_revoke(settings: Settings, args: argparse.Namespace) -> None:
-    db = await with_db(settings)
-    try:
-        async with db.write() as conn:
-            found = await key_repo.revoke_key(conn, args.key_id, now=utc_now())
-    finally:
-        await db.dispose()
+    async with migrated_db(settings) as db, db.write() as conn:
+        found = await key_repo.revoke_key(conn, args.key_id, now=utc_now())
     if not found:
         raise CliError(f"no key {args.key_id!r}")
     print(f"revoked {args.key_id} (running servers stop accepting it within seconds)")
