@@ -217,9 +217,6 @@ _STATUS_COLUMNS = (
 )
 # What a status report needs of its message, locked until the transaction ends (built once:
 # every status of a webhook batch runs one of them).
-_STATUS_BY_WAMID = (
-    select(*_STATUS_COLUMNS).where(messages.c.wamid == bindparam("wamid")).with_for_update()
-)
 _STATUS_BY_ID = (
     select(*_STATUS_COLUMNS)
     .where(messages.c.id == bindparam("b_id"), messages.c.sender_id == bindparam("b_sender"))
@@ -242,16 +239,17 @@ _STATUSES_BY_WAMIDS = (
 )
 
 
-async def status_of_wamid(conn: AsyncConnection, wamid: str) -> StatusRow | None:
-    return (await conn.execute(_STATUS_BY_WAMID, {"wamid": wamid})).first()
-
-
 async def statuses_of_wamids(conn: AsyncConnection, wamids: Sequence[str]) -> dict[str, StatusRow]:
-    """:func:`status_of_wamid` for many wamids in one query: wamid → row, for those we know."""
+    """The status rows of many wamids in one query: wamid → row, for those we know."""
     if not wamids:
         return {}
     rows = await conn.execute(_STATUSES_BY_WAMIDS, {"wamids": list(wamids)})
     return {row.wamid: row for row in rows}
+
+
+async def status_of_wamid(conn: AsyncConnection, wamid: str) -> StatusRow | None:
+    """:func:`statuses_of_wamids` of one."""
+    return (await statuses_of_wamids(conn, [wamid])).get(wamid)
 
 
 async def add_events(conn: AsyncConnection, events_: Sequence[Mapping[str, Any]]) -> None:
@@ -288,23 +286,6 @@ def status_columns(
     if error is not None:
         values.update(error_columns(error))
     return values
-
-
-async def set_status(
-    conn: AsyncConnection,
-    message_id: str,
-    *,
-    status: MessageStatus,
-    now: datetime,
-    wamid: str | None = None,
-    error: MessageError | None = None,
-    clear_error: bool = False,
-) -> None:
-    if wamid is not None:
-        await store_wamid(conn, message_id, wamid)
-    await update_messages(
-        conn, {message_id: status_columns(status, now=now, error=error, clear_error=clear_error)}
-    )
 
 
 async def store_wamid(conn: AsyncConnection, message_id: str, wamid: str) -> None:

@@ -523,15 +523,23 @@ async def test_record_failed_by_the_router_counts_no_attempt(any_db: Database) -
     ]
 
 
+async def moved_on_by_webhook(
+    conn: AsyncConnection, message_id: str, status: MessageStatus, *, now: datetime, wamid: str
+) -> None:
+    """What a status webhook that beat our own wamid commit writes (app/services/statuses.py)."""
+    await message_repo.store_wamid(conn, message_id, wamid)
+    await message_repo.update_messages(
+        conn, {message_id: message_repo.status_columns(status, now=now)}
+    )
+
+
 async def test_a_status_moved_on_by_a_webhook_is_not_downgraded(any_db: Database) -> None:
     async with any_db.write() as conn:
         await add_message(conn, "msg_001")
     [job] = await claim(any_db, "worker-a", at(1))
     # The `read` webhook (found through biz_opaque_callback_data) beats our own wamid commit.
     async with any_db.write() as conn:
-        await message_repo.set_status(
-            conn, "msg_001", status=MessageStatus.READ, now=at(2), wamid="wamid.A1"
-        )
+        await moved_on_by_webhook(conn, "msg_001", MessageStatus.READ, now=at(2), wamid="wamid.A1")
 
     async with any_db.write() as conn:
         held = await outbox.record_accepted(
@@ -573,8 +581,8 @@ async def test_a_late_failure_does_not_downgrade_a_delivered_message(any_db: Dat
         await add_message(conn, "msg_001")
     [job] = await claim(any_db, "worker-a", at(1))
     async with any_db.write() as conn:
-        await message_repo.set_status(
-            conn, "msg_001", status=MessageStatus.DELIVERED, now=at(2), wamid="wamid.A1"
+        await moved_on_by_webhook(
+            conn, "msg_001", MessageStatus.DELIVERED, now=at(2), wamid="wamid.A1"
         )
         await outbox.record_failed(
             conn,
