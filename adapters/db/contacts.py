@@ -212,11 +212,6 @@ async def last_inbound_seen(conn: AsyncConnection, sender_id: str, wa_id: str) -
     return latest
 
 
-_PAIR_PACE = select(contacts.c.next_send_at, contacts.c.pair_strikes).where(
-    contacts.c.sender_id == bindparam("sender_id"), contacts.c.wa_id == bindparam("wa_id")
-)
-
-
 def _set_pair_pace(dialect: Any) -> Any:
     stmt = dialect.insert(contacts).values(
         sender_id=bindparam("b_sender"),
@@ -237,24 +232,24 @@ def _set_pair_pace(dialect: Any) -> Any:
 _SET_PAIR_PACE = {"postgresql": _set_pair_pace(postgresql), "sqlite": _set_pair_pace(sqlite)}
 
 
-async def pair_pace(
-    conn: AsyncConnection, sender_id: str, wa_id: str
-) -> tuple[datetime | None, int]:
-    """(next_send_at, strikes) of the pair: its pace and its run of 131056 refusals."""
-    row = (await conn.execute(_PAIR_PACE, {"sender_id": sender_id, "wa_id": wa_id})).first()
-    return (None, 0) if row is None else (row.next_send_at, row.pair_strikes)
-
-
 async def pair_paces(
     conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[datetime | None, int]]:
-    """:func:`pair_pace` of several (sender, contact) pairs in one query."""
+    """(next_send_at, strikes) of several (sender, contact) pairs in one query: each pair's pace
+    and its run of 131056 refusals."""
     found = await _of_pairs(conn, pairs, contacts.c.next_send_at, contacts.c.pair_strikes)
     paces: dict[tuple[str, str], tuple[datetime | None, int]] = {}
     for pair in set(pairs):
         row = found.get(pair)
         paces[pair] = (None, 0) if row is None else (row.next_send_at, row.pair_strikes)
     return paces
+
+
+async def pair_pace(
+    conn: AsyncConnection, sender_id: str, wa_id: str
+) -> tuple[datetime | None, int]:
+    """:func:`pair_paces` of one pair."""
+    return (await pair_paces(conn, [(sender_id, wa_id)]))[(sender_id, wa_id)]
 
 
 async def set_pair_paces(
