@@ -53,6 +53,28 @@ _INSERT_MESSAGE = Prepared(
 )
 
 
+def event_row(
+    *,
+    message_id: str | None,
+    correlation_id: str | None,
+    at: datetime,
+    kind: str,
+    status: MessageStatus | None = None,
+    applied: bool | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The columns of one event, as :func:`add_event` and :func:`add_events` write them."""
+    return {
+        "message_id": message_id,
+        "correlation_id": correlation_id,
+        "at": at,
+        "kind": kind,
+        "status": None if status is None else str(status),
+        "applied": applied,
+        "detail": None if detail is None else dict(detail),
+    }
+
+
 async def add_event(
     conn: AsyncConnection,
     *,
@@ -64,18 +86,17 @@ async def add_event(
     applied: bool | None = None,
     detail: Mapping[str, Any] | None = None,
 ) -> None:
-    await _INSERT_EVENT.run(
-        conn,
-        {
-            "message_id": message_id,
-            "correlation_id": correlation_id,
-            "at": at,
-            "kind": kind,
-            "status": None if status is None else str(status),
-            "applied": applied,
-            "detail": None if detail is None else dict(detail),
-        },
+    """One :func:`event_row`."""
+    row = event_row(
+        message_id=message_id,
+        correlation_id=correlation_id,
+        at=at,
+        kind=kind,
+        status=status,
+        applied=applied,
+        detail=detail,
     )
+    await _INSERT_EVENT.run(conn, row)
 
 
 async def insert_message(
@@ -112,24 +133,18 @@ async def insert_message(
             "updated_at": now,
         },
     )
-    common = {"message_id": message_id, "correlation_id": correlation_id, "at": now}
-    await _INSERT_EVENT.run_many(
+    common: dict[str, Any] = {"message_id": message_id, "correlation_id": correlation_id, "at": now}
+    await add_events(
         conn,
         [
-            {
+            event_row(**common, kind=EventKind.REQUEST, detail=request_detail),
+            event_row(
                 **common,
-                "kind": EventKind.REQUEST,
-                "status": None,
-                "applied": None,
-                "detail": dict(request_detail),
-            },
-            {
-                **common,
-                "kind": EventKind.STATUS,
-                "status": str(MessageStatus.QUEUED),
-                "applied": True,
-                "detail": {"source": "router"},
-            },
+                kind=EventKind.STATUS,
+                status=MessageStatus.QUEUED,
+                applied=True,
+                detail={"source": "router"},
+            ),
         ],
     )
 
@@ -253,7 +268,7 @@ async def status_of_wamid(conn: AsyncConnection, wamid: str) -> StatusRow | None
 
 
 async def add_events(conn: AsyncConnection, events_: Sequence[Mapping[str, Any]]) -> None:
-    """Several events in one INSERT (each a mapping of :func:`add_event`'s columns)."""
+    """Several events in one INSERT (each an :func:`event_row`)."""
     if events_:
         await _INSERT_EVENT.run_many(conn, events_)
 

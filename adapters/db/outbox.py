@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import BindParameter, ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.db.messages import EventKind, add_event, add_events, error_columns
+from adapters.db.messages import EventKind, add_event, add_events, error_columns, event_row
 from adapters.db.prepared import Prepared
 from adapters.db.tables import contacts as _contacts
 from adapters.db.tables import messages
@@ -205,26 +205,19 @@ async def record_accepted_many(conn: AsyncConnection, sends: Sequence[AcceptedSe
     events: list[dict[str, Any]] = []
     for send in sends:
         job, now = send.job, send.now
-        common = {"message_id": job.id, "correlation_id": job.correlation_id, "at": now}
-        events.append(
-            {
-                **common,
-                "kind": EventKind.ATTEMPT,
-                "status": None,
-                "applied": None,
-                "detail": dict(send.attempt),
-            }
-        )
+        common: dict[str, Any] = {"message_id": job.id, "correlation_id": job.correlation_id}
+        events.append(event_row(**common, at=now, kind=EventKind.ATTEMPT, detail=send.attempt))
         params = {"b_id": job.id, "b_owner": job.lease_owner, "b_wamid": send.wamid, "b_now": now}
         if await _ACCEPT.run(conn, params):
             events.append(
-                {
+                event_row(
                     **common,
-                    "kind": EventKind.STATUS,
-                    "status": str(MessageStatus.ACCEPTED),
-                    "applied": True,
-                    "detail": {"source": "cloud_api", "wamid": send.wamid},
-                }
+                    at=now,
+                    kind=EventKind.STATUS,
+                    status=MessageStatus.ACCEPTED,
+                    applied=True,
+                    detail={"source": "cloud_api", "wamid": send.wamid},
+                )
             )
             held.append(True)
         else:

@@ -37,8 +37,9 @@ class StatusWrites:
         self._events: list[dict[str, Any]] = []
         self._changes: dict[str, dict[str, Any]] = {}
 
-    def event(self, **columns: Any) -> None:
-        self._events.append(columns)
+    def event(self, row: dict[str, Any]) -> None:
+        """One event (a :func:`message_repo.event_row`)."""
+        self._events.append(row)
 
     def change(self, message_id: str, values: Mapping[str, Any]) -> None:
         """Later changes of the same message override earlier ones, column by column."""
@@ -53,12 +54,9 @@ class StatusWrites:
 
 async def apply_status(
     conn: AsyncConnection,
+    row: message_repo.StatusRow,
     *,
-    message_id: str,
     current: MessageStatus,
-    correlation_id: str | None,
-    sender_id: str,
-    wa_id: str,
     incoming: MessageStatus,
     at: datetime,
     error: Mapping[str, Any] | None,
@@ -66,29 +64,32 @@ async def apply_status(
     wamid: str | None = None,
     writes: StatusWrites | None = None,
 ) -> MessageStatus | None:
-    """Apply ``incoming`` if it moves the message forward; always keep the event. Returns the
-    new status, or None when the report was late or a duplicate. With ``writes`` the event and
-    the change wait there for its flush (``wamid`` must then be None: it is stored at once)."""
+    """Apply ``incoming`` to the message of ``row`` (adapters/db/messages.py) if it moves it
+    forward; always keep the event. Returns the new status, or None when the report was late or
+    a duplicate. With ``writes`` the event and the change wait there for its flush (with a
+    ``wamid`` to store, everything is written at once)."""
+    message_id = row.id
     new = advance(current, incoming)
     detail: dict[str, Any] = {"source": "webhook"}
     if wamid is not None:
         detail["wamid"] = wamid
     if error:
         detail["error"] = dict(error)
-    event = {
-        "message_id": message_id,
-        "correlation_id": correlation_id,
-        "at": at,
-        "kind": message_repo.EventKind.STATUS,
-        "status": str(incoming),
-        "applied": new is not None,
-        "detail": detail,
-    }
     failure = error_from_webhook(error) if new is MessageStatus.FAILED else None
     # Reached the customer after all (multi-device): the earlier failure no longer holds.
     clear_error = current is MessageStatus.FAILED
     pending = writes if writes is not None and wamid is None else StatusWrites()
-    pending.event(**event)
+    pending.event(
+        message_repo.event_row(
+            message_id=message_id,
+            correlation_id=row.correlation_id,
+            at=at,
+            kind=message_repo.EventKind.STATUS,
+            status=incoming,
+            applied=new is not None,
+            detail=detail,
+        )
+    )
     if new is not None:
         if wamid is not None:
             # A status that beat our own wamid commit (found through biz_opaque_callback_data).
@@ -102,37 +103,8 @@ async def apply_status(
     if incoming is MessageStatus.FAILED and error and error.get("code") == RE_ENGAGEMENT:
         # Meta's own time of the refusal: a late redelivery cannot close a window the customer
         # has reopened since.
-        await contact_repo.mark_window_closed(conn, sender_id, wa_id, at)
+        await contact_repo.mark_window_closed(conn, row.sender_id, row.wa_id, at)
     return new
-
-
-async def apply_to_row(
-    conn: AsyncConnection,
-    row: message_repo.StatusRow,
-    *,
-    current: MessageStatus,
-    incoming: MessageStatus,
-    at: datetime,
-    error: Mapping[str, Any] | None,
-    now: datetime,
-    wamid: str | None = None,
-    writes: StatusWrites | None = None,
-) -> MessageStatus | None:
-    """:func:`apply_status` to the message of a status row (adapters/db/messages.py)."""
-    return await apply_status(
-        conn,
-        message_id=row.id,
-        current=current,
-        correlation_id=row.correlation_id,
-        sender_id=row.sender_id,
-        wa_id=row.wa_id,
-        incoming=incoming,
-        at=at,
-        error=error,
-        now=now,
-        wamid=wamid,
-        writes=writes,
-    )
 
 
 async def apply_parked(conn: AsyncConnection, *, wamid: str, now: datetime) -> None:
@@ -145,7 +117,7 @@ async def apply_parked(conn: AsyncConnection, *, wamid: str, now: datetime) -> N
         return
     current = MessageStatus(row.status)
     for status, at, error in parked:
-        new = await apply_to_row(
+        new = await apply_status(
             conn, row, current=current, incoming=MessageStatus(status), at=at, error=error, now=now
         )
         current = new or current

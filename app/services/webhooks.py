@@ -22,7 +22,7 @@ from adapters.db import contacts as contact_repo
 from adapters.db import messages as message_repo
 from adapters.db.engine import Database
 from app.services import templates as template_service
-from app.services.statuses import StatusWrites, apply_parked, apply_to_row
+from app.services.statuses import StatusWrites, apply_parked, apply_status
 from domain.status import WEBHOOK_STATUSES, MessageStatus
 
 _log = structlog.get_logger("wa_router.webhook")
@@ -219,7 +219,7 @@ async def _status(
     known = batch.known.get(status.id)
     if known is not None:  # the common case: a message we sent, its wamid stored
         current = batch.current.get(known.id, MessageStatus(known.status))
-        moved = await apply_to_row(
+        moved = await apply_status(
             conn,
             known,
             current=current,
@@ -248,7 +248,7 @@ async def _status(
         )
         report.statuses_parked += 1
         return
-    new = await apply_to_row(
+    new = await apply_status(
         conn,
         row,
         current=MessageStatus(row.status),
