@@ -23,6 +23,17 @@ from urllib.parse import parse_qs, urlsplit
 _RUN = format(time.time_ns() % 36**6, "x")
 
 
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 request off the stream: its head and its body (by Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head, await reader.readexactly(length)
+
+
 class FakeGraph:
     def __init__(self) -> None:
         self.delay = 0.0
@@ -32,13 +43,7 @@ class FakeGraph:
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                body = await reader.readexactly(length) if length else b""
+                head, body = await read_request(reader)
                 method, target = head.split(b" ", 2)[:2]
                 status, payload = await self.answer(method.decode(), target.decode(), body)
                 writer.write(

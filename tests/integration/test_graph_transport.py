@@ -18,22 +18,13 @@ import pytest
 from adapters.cloud_api.client import CloudApiClient, GraphHttp
 from adapters.cloud_api.errors import CloudApiUnavailable
 from adapters.cloud_api.transport import AiohttpTransport
+from tests.bench.fake_graph import read_request
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 SENT = (
     b'{"messaging_product":"whatsapp","contacts":[{"input":"+1","wa_id":"1"}],'
     b'"messages":[{"id":"wamid.X"}]}'
 )
-
-
-async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return head, await reader.readexactly(length)
 
 
 def answer(body: bytes, *, status: str = "200 OK", extra: bytes = b"") -> bytes:
