@@ -16,16 +16,14 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
 
-from adapters.cloud_api.webhooks import sign
 from app.cli import main as cli_main
+from tests.bench import meta
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -212,32 +210,6 @@ def contacts(count: int, sender_no: int = 0) -> list[str]:
 def open_windows(url: str, sender: str, wa_ids: list[str]) -> None:
     """One signed inbound webhook to the router at ``url`` for ``sender``, carrying one message
     from each customer."""
-    at = str(int(datetime.now(UTC).timestamp()))
-    value = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550000000", "phone_number_id": sender},
-        "contacts": [{"profile": {"name": "Customer"}, "wa_id": w} for w in wa_ids],
-        "messages": [
-            {
-                "from": w,
-                "id": f"wamid.IN{sender}{w}",
-                "timestamp": at,
-                "type": "text",
-                "text": {"body": "hi"},
-            }
-            for w in wa_ids
-        ],
-    }
-    body = msgspec.json.encode(
-        {
-            "object": "whatsapp_business_account",
-            "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}],
-        }
-    )
-    response = httpx.post(
-        url + "/v1/whatsapp/webhook",
-        content=body,
-        timeout=30,
-        headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, APP_SECRET)},
-    )
+    hook = meta.signed(meta.inbound_batch(sender, wa_ids), APP_SECRET)
+    response = httpx.post(url + hook.path, content=hook.body, headers=hook.headers, timeout=30)
     assert response.status_code == 200
