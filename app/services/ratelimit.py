@@ -3,6 +3,7 @@ authentications (so keys cannot be guessed at speed)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,22 +69,59 @@ class GcraStore(Protocol):
 
 
 class DatabaseStore:
-    """PostgreSQL: shared by every API process, so a budget holds across replicas."""
+    """PostgreSQL: shared by every API process, so a budget holds across replicas.
+
+    The process decides its requests in rounds: the requests that arrive while a round's
+    transaction runs wait for the next one, which decides them all in arrival order. Budgets
+    are hot rows (every request of a client spends the same one), so a transaction per
+    request would queue each behind the last one's lock; a round takes the locks once for as
+    many requests as are waiting."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._waiting: list[tuple[repo.Ask, asyncio.Future[list[Verdict]]]] = []
+        self._rounds: asyncio.Task[None] | None = None
 
     async def spend(self, subject: str, quotas: tuple[Quota, ...], *, now_ns: int) -> list[Verdict]:
-        async with self._db.write() as conn:
-            return await repo.spend(conn, subject, quotas, now_ns=now_ns)
+        return await self._decide(repo.Ask(subject, quotas, now_ns, spend=True))
 
     async def look(self, subject: str, quota: Quota, *, now_ns: int) -> Verdict:
-        async with self._db.read() as conn:
-            return await repo.look(conn, subject, quota, now_ns=now_ns)
+        [verdict] = await self._decide(repo.Ask(subject, (quota,), now_ns, spend=False))
+        return verdict
 
     async def sweep(self, *, now_ns: int) -> int:
         async with self._db.write() as conn:
             return await repo.sweep(conn, now_ns=now_ns)
+
+    async def _decide(self, ask: repo.Ask) -> list[Verdict]:
+        decided: asyncio.Future[list[Verdict]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((ask, decided))
+        if self._rounds is None or self._rounds.done():
+            self._rounds = asyncio.create_task(self._run_rounds())
+        return await decided
+
+    async def _run_rounds(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                if any(ask.spend for ask, _ in batch):
+                    async with self._db.write() as conn:
+                        verdicts = await repo.decide(conn, [ask for ask, _ in batch])
+                else:
+                    async with self._db.read() as conn:
+                        verdicts = await repo.decide(conn, [ask for ask, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to each request of the round
+                for _, decided in batch:
+                    if not decided.done():
+                        decided.set_exception(exc)
+                continue
+            except BaseException:  # the loop is stopping: nobody waits in vain
+                for _, decided in batch + self._waiting:
+                    decided.cancel()
+                raise
+            for (_, decided), answer in zip(batch, verdicts, strict=True):
+                if not decided.done():
+                    decided.set_result(answer)
 
 
 class MemoryStore:
