@@ -199,6 +199,16 @@ class _Group:
         if self.lost is None:
             self.lost = DatabaseError(f"the write transaction was lost: {exc!r}")
 
+    def release_block(self) -> None:
+        """Keep the ended block's writes in the group. If SQLite refuses, the block fails with
+        SQLAlchemy's error, and its writes are undone like a failed block's (or, when even
+        that fails, the whole group is)."""
+        try:
+            self.sqlite.execute("RELEASE block")
+        except sqlite3.Error as exc:
+            self.undo_block(exc)
+            raise DBAPIError.instance("RELEASE block", None, exc, sqlite3.Error) from exc
+
     async def end(self) -> None:
         """Commit, and tell every block of the group how it ended."""
         if self.lost is not None:
@@ -284,7 +294,7 @@ class Database:
             except BaseException as exc:
                 group.undo_block(exc)
                 raise
-            sqlite.execute("RELEASE block")
+            group.release_block()
         await asyncio.shield(group.committed)
 
     async def _open_group(self) -> _Group:

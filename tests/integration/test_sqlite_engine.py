@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, Program
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from adapters.db import engine as engine_module
-from adapters.db.engine import Database, unreachable
+from adapters.db.engine import Database, DatabaseError, sqlite_of, unreachable
 
 
 async def insert_then_fail(db: Database) -> None:
@@ -210,3 +210,32 @@ async def test_a_commit_that_fails_fails_every_block_of_its_group_and_keeps_noth
     finally:
         await db.dispose()
     assert on_disk(path, "SELECT parent FROM child") == [(1,)]
+
+
+async def test_a_block_whose_savepoint_cannot_be_released_fails_with_its_whole_group(
+    tmp_path: Path,
+) -> None:
+    """The block's savepoint is gone when the block ends (SQLite refuses the RELEASE), so its
+    writes cannot be told apart from the others' any more: every block of the group fails
+    with SQLAlchemy's error and nothing of theirs is kept; the next group commits."""
+    path = tmp_path / "router.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+
+    async def insert_and_release_early(value: int) -> None:
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": value})
+            raw = sqlite_of(conn)
+            assert raw is not None
+            raw.execute("RELEASE block")
+
+    try:
+        await create_table(db)
+        outcomes = await asyncio.gather(
+            insert(db, 1), insert_and_release_early(2), insert(db, 3), return_exceptions=True
+        )
+        assert [type(o) for o in outcomes] == [DatabaseError, OperationalError, DatabaseError]
+        assert on_disk(path) == []
+        await insert(db, 4)
+    finally:
+        await db.dispose()
+    assert on_disk(path) == [(4,)]
