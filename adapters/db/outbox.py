@@ -8,13 +8,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    bindparam,
+    column,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.messages import EventKind, add_event, add_events, error_columns, event_row
 from adapters.db.prepared import Prepared
+from adapters.db.tables import UtcDateTime, messages
 from adapters.db.tables import contacts as _contacts
-from adapters.db.tables import messages
 from adapters.db.tables import senders as _senders
 from domain.content import MessageKind
 from domain.model import MessageError, OutboundJob
@@ -153,7 +163,7 @@ def _held(job: OutboundJob) -> tuple[ColumnElement[bool], ...]:
     return (messages.c.id == job.id, messages.c.lease_owner == job.lease_owner)
 
 
-def _release(now: datetime | BindParameter[datetime]) -> dict[str, Any]:
+def _release(now: datetime | ColumnElement[datetime]) -> dict[str, Any]:
     return {
         "lease_owner": None,
         "lease_expires_at": None,
@@ -187,6 +197,42 @@ _ACCEPT_MOVED_ON = Prepared(
 )
 
 
+# PostgreSQL records a batch's sends with one statement each (a round trip per send was most
+# of a batch's transaction): the sends come in as arrays, unnested into rows.
+_SENT = (
+    func.unnest(
+        bindparam("b_ids", type_=ARRAY(String)),
+        bindparam("b_owners", type_=ARRAY(String)),
+        bindparam("b_wamids", type_=ARRAY(String)),
+        bindparam("b_ats", type_=ARRAY(UtcDateTime())),
+    )
+    .table_valued(column("id"), column("owner"), column("wamid"), column("at", UtcDateTime()))
+    .render_derived(name="sent")
+)
+_SENT_HELD = (messages.c.id == _SENT.c.id, messages.c.lease_owner == _SENT.c.owner)
+_ACCEPT_ALL = (
+    update(messages)
+    .where(*_SENT_HELD, messages.c.status == str(MessageStatus.QUEUED))
+    .values(
+        status=str(MessageStatus.ACCEPTED),
+        wamid=_SENT.c.wamid,
+        accepted_at=_SENT.c.at,
+        **_release(_SENT.c.at),
+    )
+    .returning(messages.c.id)
+)
+_ACCEPT_ALL_MOVED_ON = (
+    update(messages)
+    .where(*_SENT_HELD)
+    .values(
+        wamid=func.coalesce(messages.c.wamid, _SENT.c.wamid),
+        accepted_at=_SENT.c.at,
+        **_release(_SENT.c.at),
+    )
+    .returning(messages.c.id)
+)
+
+
 @dataclass(frozen=True, slots=True)
 class AcceptedSend:
     """One send Meta accepted, to record."""
@@ -197,33 +243,61 @@ class AcceptedSend:
     attempt: Mapping[str, Any]
 
 
+async def _accept(
+    conn: AsyncConnection, sends: Sequence[AcceptedSend], *, moved_on: bool
+) -> set[str]:
+    """The ids of the sends whose fenced UPDATE (``_ACCEPT``, or ``_ACCEPT_MOVED_ON``) took."""
+    if not sends:
+        return set()
+    if conn.dialect.name == "postgresql":
+        arrays = {
+            "b_ids": [s.job.id for s in sends],
+            "b_owners": [s.job.lease_owner for s in sends],
+            "b_wamids": [s.wamid for s in sends],
+            "b_ats": [s.now for s in sends],
+        }
+        statement = _ACCEPT_ALL_MOVED_ON if moved_on else _ACCEPT_ALL
+        return set((await conn.execute(statement, arrays)).scalars())
+    prepared = _ACCEPT_MOVED_ON if moved_on else _ACCEPT
+    took = set()
+    for send in sends:
+        params = {
+            "b_id": send.job.id,
+            "b_owner": send.job.lease_owner,
+            "b_wamid": send.wamid,
+            "b_now": send.now,
+        }
+        if await prepared.run(conn, params):
+            took.add(send.job.id)
+    return took
+
+
 async def record_accepted_many(conn: AsyncConnection, sends: Sequence[AcceptedSend]) -> list[bool]:
     """Store each send's wamid (``queued`` becomes ``accepted`` unless a webhook already moved
     it on) with a fenced UPDATE, then all their events in one INSERT. Returns, for each,
     whether this dispatcher still held its lease (nothing but the attempt is recorded if not)."""
-    held: list[bool] = []
+    accepted = await _accept(conn, sends, moved_on=False)
+    moved_on = await _accept(conn, [s for s in sends if s.job.id not in accepted], moved_on=True)
     events: list[dict[str, Any]] = []
     for send in sends:
-        job, now = send.job, send.now
-        common: dict[str, Any] = {"message_id": job.id, "correlation_id": job.correlation_id}
-        events.append(event_row(**common, at=now, kind=EventKind.ATTEMPT, detail=send.attempt))
-        params = {"b_id": job.id, "b_owner": job.lease_owner, "b_wamid": send.wamid, "b_now": now}
-        if await _ACCEPT.run(conn, params):
+        common: dict[str, Any] = {
+            "message_id": send.job.id,
+            "correlation_id": send.job.correlation_id,
+        }
+        events.append(event_row(**common, at=send.now, kind=EventKind.ATTEMPT, detail=send.attempt))
+        if send.job.id in accepted:
             events.append(
                 event_row(
                     **common,
-                    at=now,
+                    at=send.now,
                     kind=EventKind.STATUS,
                     status=MessageStatus.ACCEPTED,
                     applied=True,
                     detail={"source": "cloud_api", "wamid": send.wamid},
                 )
             )
-            held.append(True)
-        else:
-            held.append(bool(await _ACCEPT_MOVED_ON.run(conn, params)))
     await add_events(conn, events)
-    return held
+    return [s.job.id in accepted or s.job.id in moved_on for s in sends]
 
 
 async def record_accepted(

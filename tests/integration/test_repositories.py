@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -574,6 +574,45 @@ async def test_only_the_lease_holder_records_an_outcome(any_db: Database) -> Non
 
     assert (stale_held, current_held) == (False, True)
     assert (row.wamid, row.status, row.attempts) == ("wamid.CURRENT", "accepted", 1)
+
+
+async def test_a_batch_of_sends_is_recorded_each_as_its_lease_and_status_allow(
+    any_db: Database,
+) -> None:
+    """One batch (PostgreSQL records it with one statement for all): a queued message becomes
+    accepted, one a webhook moved on keeps its status, one whose lease another dispatcher
+    took is left alone."""
+    async with any_db.write() as conn:
+        for n in (1, 2, 3):
+            await add_message(conn, f"msg_00{n}")
+    jobs = {j.id: j for j in await claim(any_db, "worker-a", at(1))}
+    async with any_db.write() as conn:
+        await moved_on_by_webhook(conn, "msg_002", MessageStatus.READ, now=at(2), wamid="w.2")
+        await conn.execute(
+            update(messages_table)
+            .where(messages_table.c.id == "msg_003")
+            .values(lease_owner="worker-b")
+        )
+
+    async with any_db.write() as conn:
+        held = await outbox.record_accepted_many(
+            conn,
+            [
+                outbox.AcceptedSend(jobs[f"msg_00{n}"], f"w.{n}", at(3 + n), {"n": n})
+                for n in (1, 2, 3)
+            ],
+        )
+    rows = {m: await row_of(any_db, m) for m in ("msg_001", "msg_002", "msg_003")}
+
+    assert held == [True, True, False]
+    assert [(r.status, r.wamid, r.lease_owner) for r in rows.values()] == [
+        ("accepted", "w.1", None),
+        ("read", "w.2", None),
+        ("queued", None, "worker-b"),
+    ]
+    assert rows["msg_001"].accepted_at == at(4)
+    assert ("status", "accepted", True) in await events_of(any_db, "msg_001")
+    assert ("status", "accepted", True) not in await events_of(any_db, "msg_002")
 
 
 async def test_a_late_failure_does_not_downgrade_a_delivered_message(any_db: Database) -> None:
