@@ -31,7 +31,7 @@ from domain.model import MessageError, OutboundJob
 from domain.status import MessageStatus
 
 
-def _due(m: Any, now: datetime) -> tuple[ColumnElement[bool], ...]:
+def _due(m: Any, now: datetime | ColumnElement[datetime]) -> tuple[ColumnElement[bool], ...]:
     """Due: queued, its backoff over, not leased (or its lease expired: a dispatcher crashed),
     its sender not paused."""
     paused = select(_senders.c.phone_number_id).where(_senders.c.paused_until > now)
@@ -43,7 +43,7 @@ def _due(m: Any, now: datetime) -> tuple[ColumnElement[bool], ...]:
     )
 
 
-def _in_turn(m: Any, now: datetime) -> tuple[ColumnElement[bool], ...]:
+def _in_turn(m: Any, now: ColumnElement[datetime]) -> tuple[ColumnElement[bool], ...]:
     """Per-conversation order and pace: ``m`` is the oldest queued message of its pair (none
     older is still sending, backing off or waiting), and the pair's pace allows one now.
 
@@ -77,23 +77,70 @@ async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
     ) is not None
 
 
-async def due_senders(conn: AsyncConnection, *, now: datetime) -> list[str]:
-    """Senders with at least one message that could be claimed now (a read). One lookup per
-    registered sender (every message has one), each stopping at its first claimable message
-    in ix_messages_queue: a DISTINCT over the messages read the whole queue on every pass."""
+# The dispatcher's statements run on every pass: built once (as the accept path's are), with
+# the time, the owner and the limit bound.
+_AT = bindparam("b_at", type_=UtcDateTime())
+
+
+def _due_senders() -> Prepared:
     m = messages.alias("m")
     first_claimable = (
         select(m.c.id)
-        .where(m.c.sender_id == _senders.c.phone_number_id, *_due(m, now), *_in_turn(m, now))
+        .where(m.c.sender_id == _senders.c.phone_number_id, *_due(m, _AT), *_in_turn(m, _AT))
         .limit(1)
         .scalar_subquery()
     )  # not EXISTS: PostgreSQL made that a semi-join that read every queued row first
-    rows = await conn.execute(
+    return Prepared(
         select(_senders.c.phone_number_id)
         .where(first_claimable.is_not(None))
         .order_by(_senders.c.phone_number_id)
     )
-    return [row.phone_number_id for row in rows]
+
+
+_DUE_SENDERS = _due_senders()
+
+
+async def due_senders(conn: AsyncConnection, *, now: datetime) -> list[str]:
+    """Senders with at least one message that could be claimed now (a read). One lookup per
+    registered sender (every message has one), each stopping at its first claimable message
+    in ix_messages_queue: a DISTINCT over the messages read the whole queue on every pass."""
+    return [sender_id for (sender_id,) in await _DUE_SENDERS.rows(conn, {"b_at": now})]
+
+
+def _claim(*, one_sender: bool, skip_locked: bool) -> Prepared:
+    m = messages.alias("m")
+    conditions = [*_due(m, _AT), *_in_turn(m, _AT)]
+    if one_sender:  # one sender's oldest, in ix_messages_queue order (no sort)
+        conditions.append(m.c.sender_id == bindparam("b_sender"))
+    due = select(m.c.id).where(*conditions).order_by(m.c.id).limit(bindparam("b_limit"))
+    if skip_locked:
+        due = due.with_for_update(skip_locked=True)
+    return Prepared(
+        update(messages)
+        .where(messages.c.id.in_(due.scalar_subquery()))
+        .values(
+            lease_owner=bindparam("b_owner"),
+            lease_expires_at=bindparam("b_until", type_=UtcDateTime()),
+        )
+        .returning(
+            messages.c.id,
+            messages.c.sender_id,
+            messages.c.wa_id,
+            messages.c.kind,
+            messages.c.payload,
+            messages.c.attempts,
+            messages.c.created_at,
+            messages.c.correlation_id,
+            messages.c.valid_until,
+        )
+    )
+
+
+_CLAIMS = {
+    (one_sender, skip_locked): _claim(one_sender=one_sender, skip_locked=skip_locked)
+    for one_sender in (False, True)
+    for skip_locked in (False, True)
+}
 
 
 async def claim_due(
@@ -109,43 +156,34 @@ async def claim_due(
     """Lease up to ``limit`` due messages to ``owner``, oldest first, at most one per
     conversation and only the oldest queued one of each (customers read in order). A lease
     that expired (its dispatcher crashed) makes its message due again."""
-    m = messages.alias("m")
-    conditions = [*_due(m, now), *_in_turn(m, now)]
-    if sender_id is not None:  # one sender's oldest, in ix_messages_queue order (no sort)
-        conditions.append(m.c.sender_id == sender_id)
-    due = select(m.c.id).where(*conditions).order_by(m.c.id).limit(limit)
-    if skip_locked:
-        due = due.with_for_update(skip_locked=True)
-    rows = await conn.execute(
-        update(messages)
-        .where(messages.c.id.in_(due.scalar_subquery()))
-        .values(lease_owner=owner, lease_expires_at=now + lease)
-        .returning(
-            messages.c.id,
-            messages.c.sender_id,
-            messages.c.wa_id,
-            messages.c.kind,
-            messages.c.payload,
-            messages.c.attempts,
-            messages.c.created_at,
-            messages.c.correlation_id,
-            messages.c.valid_until,
-        )
-    )
+    claim = _CLAIMS[(sender_id is not None, skip_locked)]
+    params = {"b_at": now, "b_owner": owner, "b_until": now + lease, "b_limit": limit}
+    if sender_id is not None:
+        params["b_sender"] = sender_id
     jobs = [
         OutboundJob(
-            id=r.id,
-            sender_id=r.sender_id,
-            wa_id=r.wa_id,
-            kind=MessageKind(r.kind),
-            payload=r.payload,
-            attempts=r.attempts,
-            created_at=r.created_at,
-            correlation_id=r.correlation_id,
+            id=id_,
+            sender_id=sender,
+            wa_id=wa_id,
+            kind=MessageKind(kind),
+            payload=payload,
+            attempts=attempts,
+            created_at=created_at,
+            correlation_id=correlation_id,
             lease_owner=owner,
-            valid_until=r.valid_until,
+            valid_until=valid_until,
         )
-        for r in rows
+        for (
+            id_,
+            sender,
+            wa_id,
+            kind,
+            payload,
+            attempts,
+            created_at,
+            correlation_id,
+            valid_until,
+        ) in await claim.rows(conn, params)
     ]
     jobs.sort(key=lambda job: job.id)
     return jobs

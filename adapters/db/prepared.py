@@ -61,11 +61,13 @@ class Prepared:
             c.onupdate is not None for c in statement.table.columns
         ):
             raise ValueError("an UPDATE of a table with client-side onupdate is not prepared")
-        self.names: tuple[str, ...] = (
-            tuple(str(c.key) for c in statement.selected_columns)
+        #: What a row holds: a SELECT's columns, or what an INSERT, UPDATE or DELETE returns.
+        self.columns = tuple(
+            statement.selected_columns
             if isinstance(statement, Select)
-            else ()
+            else statement.exported_columns
         )
+        self.names: tuple[str, ...] = tuple(str(c.key) for c in self.columns)
 
     def _plan_for(self, dialect: Dialect) -> _Plan:
         compiled = self.statement.compile(dialect=dialect, column_keys=self._columns)
@@ -76,12 +78,9 @@ class Prepared:
                 raise ValueError(f"{name}: expanding or callable parameters are not prepared")
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
             binds.append((name, process, bind.required, bind.value))
-        results: tuple[Processor, ...] = ()
-        if isinstance(self.statement, Select):
-            results = tuple(
-                c.type.dialect_impl(dialect).result_processor(dialect, None)
-                for c in self.statement.selected_columns
-            )
+        results = tuple(
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in self.columns
+        )
         return _Plan(str(compiled), tuple(binds), results)
 
     def _values(self, plan: _Plan, params: Mapping[str, Any]) -> list[Any]:
