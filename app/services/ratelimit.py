@@ -94,10 +94,13 @@ class DatabaseStore:
             return await repo.sweep(conn, now_ns=now_ns)
 
     async def _decide(self, ask: repo.Ask) -> list[Verdict]:
-        decided: asyncio.Future[list[Verdict]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self._rounds is not None and self._rounds.get_loop() is not loop:
+            self._rounds, self._waiting = None, []  # a new loop (tests): the old one's are gone
+        decided: asyncio.Future[list[Verdict]] = loop.create_future()
         self._waiting.append((ask, decided))
         if self._rounds is None or self._rounds.done():
-            self._rounds = asyncio.create_task(self._run_rounds())
+            self._rounds = loop.create_task(self._run_rounds())
         return await decided
 
     async def _run_rounds(self) -> None:
