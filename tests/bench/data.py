@@ -145,6 +145,25 @@ async def _execute(url: str, statements: list[tuple[str, dict[str, Any]]]) -> No
         await db.dispose()
 
 
+def settle(url: str) -> None:
+    """After a bulk preload, on PostgreSQL: VACUUM ANALYZE the loaded tables, as an operator
+    would after loading that much at once. Otherwise autovacuum works through the millions of
+    new rows during the next measurement, on the same two cores, and a table grown over
+    months would not have that backlog. (SQLite has no such background work.)"""
+    if make_url(url).get_backend_name() == "sqlite":
+        return
+
+    async def run() -> None:
+        engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("VACUUM ANALYZE messages, message_events, contacts"))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
 def contacts(url: str, rows: Rows, *, count: int) -> None:
     """``count`` contacts whose window is open (they wrote just now)."""
     dialect = make_url(url).get_backend_name()
