@@ -235,8 +235,9 @@ _ACCEPT_MOVED_ON = Prepared(
 )
 
 
-# PostgreSQL records a batch's sends with one statement each (a round trip per send was most
-# of a batch's transaction): the sends come in as arrays, unnested into rows.
+# PostgreSQL records a whole batch of sends with one UPDATE (and one more for those a webhook
+# moved on): a round trip per send was most of a batch's transaction. The sends come in as
+# arrays, unnested into rows.
 _SENT = (
     func.unnest(
         bindparam("b_ids", type_=ARRAY(String)),

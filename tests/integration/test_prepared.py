@@ -66,6 +66,25 @@ async def test_sqlalchemys_write_reads_back_through_a_prepared_select_unchanged(
     assert BY_MESSAGE.names == ("at", "applied", "detail", "status")
 
 
+async def test_an_updates_returning_rows_read_like_a_selects(any_db: Database) -> None:
+    """What an UPDATE returns goes through the result processors too: aware datetimes and
+    decoded JSON, as the dispatcher's claim reads its messages."""
+    async with any_db.write() as conn:
+        await INSERT.run(conn, event_row("m3"))
+    later = AT + timedelta(seconds=5)
+    touch = Prepared(
+        update(events)
+        .where(events.c.message_id == bindparam("m"))
+        .values(at=bindparam("b_at", type_=events.c.at.type))
+        .returning(events.c.message_id, events.c.at, events.c.detail)
+    )
+    async with any_db.write() as conn:
+        rows = await touch.rows(conn, {"m": "m3", "b_at": later})
+    assert rows == [("m3", later, event_row("m3")["detail"])]
+    assert rows[0][1].tzinfo is not None
+    assert touch.names == ("message_id", "at", "detail")
+
+
 async def test_a_duplicate_key_is_sqlalchemys_integrity_error(any_db: Database) -> None:
     add = Prepared(contacts.insert(), columns=["sender_id", "wa_id", "pair_strikes"])
     row = {"sender_id": "s1", "wa_id": "4915100000001", "pair_strikes": 0}
