@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     String,
+    Update,
     bindparam,
     column,
     func,
@@ -196,9 +197,13 @@ async def _job_event(
     await add_event(conn, message_id=job.id, correlation_id=job.correlation_id, at=at, **event)
 
 
-def _held(job: OutboundJob) -> tuple[ColumnElement[bool], ...]:
+def _fenced(message_id: Any, owner: Any) -> tuple[ColumnElement[bool], ...]:
     """Fencing: only the dispatcher that still holds the lease records the outcome."""
-    return (messages.c.id == job.id, messages.c.lease_owner == job.lease_owner)
+    return (messages.c.id == message_id, messages.c.lease_owner == owner)
+
+
+def _held(job: OutboundJob) -> tuple[ColumnElement[bool], ...]:
+    return _fenced(job.id, job.lease_owner)
 
 
 def _release(now: datetime | ColumnElement[datetime]) -> dict[str, Any]:
@@ -210,30 +215,35 @@ def _release(now: datetime | ColumnElement[datetime]) -> dict[str, Any]:
     }
 
 
-_NOW = bindparam("b_now", type_=messages.c.updated_at.type)
-_HELD = (messages.c.id == bindparam("b_id"), messages.c.lease_owner == bindparam("b_owner"))
-# Prepared, as the accept path's statements (adapters/db/prepared.py): every send runs them.
-_ACCEPT = Prepared(
-    update(messages)
-    .where(*_HELD, messages.c.status == str(MessageStatus.QUEUED))
-    .values(
-        status=str(MessageStatus.ACCEPTED),
-        wamid=bindparam("b_wamid"),
-        accepted_at=_NOW,
-        **_release(_NOW),
+def _accepting(
+    message_id: Any, owner: Any, wamid: Any, at: ColumnElement[datetime]
+) -> tuple[Update, Update]:
+    """The fenced UPDATEs that record a send Meta accepted: ``queued`` becomes ``accepted``;
+    or, when a status webhook moved the message on first, only the wamid it may not have
+    stored yet, and the lease released either way."""
+    accept = (
+        update(messages)
+        .where(*_fenced(message_id, owner), messages.c.status == str(MessageStatus.QUEUED))
+        .values(status=str(MessageStatus.ACCEPTED), wamid=wamid, accepted_at=at, **_release(at))
     )
-)
-# A status webhook moved the message on first: keep the wamid it may already have stored.
-_ACCEPT_MOVED_ON = Prepared(
-    update(messages)
-    .where(*_HELD)
-    .values(
-        wamid=func.coalesce(messages.c.wamid, bindparam("b_wamid")),
-        accepted_at=_NOW,
-        **_release(_NOW),
+    moved_on = (
+        update(messages)
+        .where(*_fenced(message_id, owner))
+        .values(wamid=func.coalesce(messages.c.wamid, wamid), accepted_at=at, **_release(at))
     )
-)
+    return accept, moved_on
 
+
+# One send at a time, prepared as the accept path's statements (adapters/db/prepared.py).
+_ACCEPT, _ACCEPT_MOVED_ON = (
+    Prepared(statement)
+    for statement in _accepting(
+        bindparam("b_id"),
+        bindparam("b_owner"),
+        bindparam("b_wamid"),
+        bindparam("b_now", type_=messages.c.updated_at.type),
+    )
+)
 
 # PostgreSQL records a whole batch of sends with one UPDATE (and one more for those a webhook
 # moved on): a round trip per send was most of a batch's transaction. The sends come in as
@@ -248,27 +258,9 @@ _SENT = (
     .table_valued(column("id"), column("owner"), column("wamid"), column("at", UtcDateTime()))
     .render_derived(name="sent")
 )
-_SENT_HELD = (messages.c.id == _SENT.c.id, messages.c.lease_owner == _SENT.c.owner)
-_ACCEPT_ALL = (
-    update(messages)
-    .where(*_SENT_HELD, messages.c.status == str(MessageStatus.QUEUED))
-    .values(
-        status=str(MessageStatus.ACCEPTED),
-        wamid=_SENT.c.wamid,
-        accepted_at=_SENT.c.at,
-        **_release(_SENT.c.at),
-    )
-    .returning(messages.c.id)
-)
-_ACCEPT_ALL_MOVED_ON = (
-    update(messages)
-    .where(*_SENT_HELD)
-    .values(
-        wamid=func.coalesce(messages.c.wamid, _SENT.c.wamid),
-        accepted_at=_SENT.c.at,
-        **_release(_SENT.c.at),
-    )
-    .returning(messages.c.id)
+_ACCEPT_ALL, _ACCEPT_ALL_MOVED_ON = (
+    statement.returning(messages.c.id)
+    for statement in _accepting(_SENT.c.id, _SENT.c.owner, _SENT.c.wamid, _SENT.c.at)
 )
 
 
