@@ -106,13 +106,11 @@ class DatabaseStore:
     async def _run_rounds(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting, []
-            try:
-                if any(ask.spend for ask, _ in batch):
-                    async with self._db.write() as conn:
-                        verdicts = await repo.decide(conn, [ask for ask, _ in batch])
-                else:
-                    async with self._db.read() as conn:
-                        verdicts = await repo.decide(conn, [ask for ask, _ in batch])
+            asks = [ask for ask, _ in batch]
+            try:  # a round of looks alone only reads
+                session = self._db.write() if any(a.spend for a in asks) else self._db.read()
+                async with session as conn:
+                    verdicts = await repo.decide(conn, asks)
             except Exception as exc:  # noqa: BLE001 - handed to each request of the round
                 for _, decided in batch:
                     if not decided.done():
