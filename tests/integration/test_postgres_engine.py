@@ -4,7 +4,6 @@ transaction): a connection the server dropped is found out by its next statement
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -12,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.db.engine import Database, unreachable
-from tests.conftest import POSTGRES_URL, _postgres_schema, open_database
+from tests.conftest import fresh_postgres_database
 
 pytestmark = pytest.mark.postgres
 
@@ -25,31 +24,28 @@ async def _backend_pid(db: Database, together: asyncio.Barrier | None = None) ->
     return int(pid)
 
 
-async def test_after_the_server_drops_the_pools_connections_one_request_fails_then_all_work(
-    tmp_path: Path,
-) -> None:
+async def test_after_the_server_drops_pooled_connections_one_request_fails_then_all_work() -> None:
     """The statement that meets a dropped connection fails with an error that counts as the
-    database being unreachable (a 503 `database_unavailable`, never a 500); that failure
-    discards every connection the pool opened before it, so the requests after it work."""
-    db, schema = await open_database("postgres", tmp_path)
-    admin = create_async_engine(POSTGRES_URL or "")
-    try:
-        together = asyncio.Barrier(4)
-        pids = await asyncio.gather(*(_backend_pid(db, together) for _ in range(4)))
-        assert len(set(pids)) == 4  # four pooled connections
-        async with admin.begin() as conn:
-            for pid in pids:
-                await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+    database being unreachable (a 503 `not_ready`, never a 500); that failure discards every
+    connection the pool opened before it, so the requests after it work."""
+    async with fresh_postgres_database() as url:
+        db = Database(url)
+        admin = create_async_engine(url)
+        try:
+            together = asyncio.Barrier(4)
+            pids = await asyncio.gather(*(_backend_pid(db, together) for _ in range(4)))
+            assert len(set(pids)) == 4  # four pooled connections
+            async with admin.begin() as conn:
+                for pid in pids:
+                    await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
 
-        with pytest.raises(DBAPIError) as failed:
-            await _backend_pid(db)
-        assert unreachable(failed.value)
-        after = await asyncio.gather(*(_backend_pid(db) for _ in range(4)))
-        async with db.write() as conn:
-            await conn.execute(text("SELECT 1"))
-    finally:
-        await admin.dispose()
-        await db.dispose()
-        if schema is not None and POSTGRES_URL:
-            await _postgres_schema(POSTGRES_URL, schema, create=False)
+            with pytest.raises(DBAPIError) as failed:
+                await _backend_pid(db)
+            assert unreachable(failed.value)
+            after = await asyncio.gather(*(_backend_pid(db) for _ in range(4)))
+            async with db.write() as conn:
+                await conn.execute(text("SELECT 1"))
+        finally:
+            await admin.dispose()
+            await db.dispose()
     assert not set(after) & set(pids)  # new connections
