@@ -87,20 +87,6 @@ async def decide(conn: AsyncConnection, asks: Sequence[Ask]) -> list[list[Verdic
     return decided
 
 
-async def spend(
-    conn: AsyncConnection, subject: str, quotas: Sequence[Quota], *, now_ns: int
-) -> list[Verdict]:
-    """Decide one request against every quota; the budgets are spent only if all allow it."""
-    [verdicts] = await decide(conn, [Ask(subject, tuple(quotas), now_ns, spend=True)])
-    return verdicts
-
-
-async def look(conn: AsyncConnection, subject: str, quota: Quota, *, now_ns: int) -> Verdict:
-    """What one more request would meet, without spending anything."""
-    [[verdict]] = await decide(conn, [Ask(subject, (quota,), now_ns, spend=False)])
-    return verdict
-
-
 async def sweep(conn: AsyncConnection, *, now_ns: int) -> int:
     """Delete budgets that are whole again: a past arrival time is the same as no row."""
     result = await conn.execute(delete(rate_limits).where(rate_limits.c.tat_ns < now_ns))

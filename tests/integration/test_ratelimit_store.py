@@ -12,14 +12,32 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.db import ratelimits
 from adapters.db.engine import Database
 from app.services.ratelimit import DatabaseStore
-from domain.ratelimit import NS, Quota, per_hour, per_minute
+from domain.ratelimit import NS, Quota, Verdict, per_hour, per_minute
 
 NOW = 1_700_000_000 * NS
 
 
+async def spend(
+    conn: AsyncConnection, subject: str, quotas: tuple[Quota, ...], *, now_ns: int
+) -> list[Verdict]:
+    """One request decided alone."""
+    [verdicts] = await ratelimits.decide(
+        conn, [ratelimits.Ask(subject, quotas, now_ns, spend=True)]
+    )
+    return verdicts
+
+
+async def look(conn: AsyncConnection, subject: str, quota: Quota, *, now_ns: int) -> Verdict:
+    """What one more request would meet, spending nothing."""
+    [[verdict]] = await ratelimits.decide(
+        conn, [ratelimits.Ask(subject, (quota,), now_ns, spend=False)]
+    )
+    return verdict
+
+
 async def _spend(db: Database, quotas: tuple[Quota, ...], now: int) -> bool:
     async with db.write() as conn:
-        verdicts = await ratelimits.spend(conn, "cli_a", quotas, now_ns=now)
+        verdicts = await spend(conn, "cli_a", quotas, now_ns=now)
     return all(v.allowed for v in verdicts)
 
 
@@ -47,28 +65,28 @@ async def test_nothing_is_spent_unless_every_quota_allows(any_db: Database) -> N
     assert [await _spend(any_db, quotas, NOW) for _ in range(3)] == [True, True, False]
 
     async with any_db.read() as conn:
-        minute = await ratelimits.look(conn, "cli_a", quotas[0], now_ns=NOW)
+        minute = await look(conn, "cli_a", quotas[0], now_ns=NOW)
     assert minute.remaining == 7  # the refused request did not spend a minute's token
 
 
 async def test_budgets_are_per_subject(any_db: Database) -> None:
     quota = per_minute("send", 1)
     async with any_db.write() as conn:
-        first = await ratelimits.spend(conn, "cli_a", (quota,), now_ns=NOW)
-        other = await ratelimits.spend(conn, "cli_b", (quota,), now_ns=NOW)
-        again = await ratelimits.spend(conn, "cli_a", (quota,), now_ns=NOW)
+        first = await spend(conn, "cli_a", (quota,), now_ns=NOW)
+        other = await spend(conn, "cli_b", (quota,), now_ns=NOW)
+        again = await spend(conn, "cli_a", (quota,), now_ns=NOW)
     assert (first[0].allowed, other[0].allowed, again[0].allowed) == (True, True, False)
 
 
 async def test_budgets_that_are_whole_again_are_swept(any_db: Database) -> None:
     quota = per_minute("send", 60)
     async with any_db.write() as conn:
-        await ratelimits.spend(conn, "cli_a", (quota,), now_ns=NOW)
-        await ratelimits.spend(conn, "cli_b", (quota,), now_ns=NOW + 30 * NS)
+        await spend(conn, "cli_a", (quota,), now_ns=NOW)
+        await spend(conn, "cli_b", (quota,), now_ns=NOW + 30 * NS)
         swept = await ratelimits.sweep(conn, now_ns=NOW + 2 * NS)  # cli_a's tat was NOW + 1 s
     async with any_db.read() as conn:
-        a = await ratelimits.look(conn, "cli_a", quota, now_ns=NOW + 2 * NS)
-        b = await ratelimits.look(conn, "cli_b", quota, now_ns=NOW + 30 * NS)
+        a = await look(conn, "cli_a", quota, now_ns=NOW + 2 * NS)
+        b = await look(conn, "cli_b", quota, now_ns=NOW + 30 * NS)
     assert swept == 1
     assert a.remaining == 59  # a fresh budget: the row is gone
     assert b.remaining == 58  # still spent
