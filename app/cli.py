@@ -36,6 +36,7 @@ from app.main import create_app
 from app.runtime import (
     Tuning,
     cloud_api_for,
+    freeze_heap,
     graph_client,
     http_deliver,
     new_dispatcher,
@@ -54,6 +55,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port or settings.port
     settings = msgspec.structs.replace(settings, host=host, port=port)
     app = create_app(settings)
+    app.on_startup.append(freeze_heap)  # after the lifespan has built everything
     uvicorn.run(
         app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=20
     )
@@ -68,6 +70,7 @@ async def _worker(settings: Settings) -> None:
         deliver = http_deliver(http, f"http://{host}:{settings.port}/v1/whatsapp/webhook")
         cloud_api = cloud_api_for(settings, db, http, deliver=deliver, tuning=tuning)
         dispatcher = new_dispatcher(settings, db, cloud_api, tuning)
+        freeze_heap()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, dispatcher.stop)

