@@ -40,6 +40,7 @@ from app.runtime import (
     graph_client,
     http_deliver,
     new_dispatcher,
+    run_event_loop,
     template_source_for,
 )
 from app.services.templates import SyncRefused, sync_catalog, wabas_to_sync
@@ -82,7 +83,7 @@ async def _worker(settings: Settings) -> None:
 
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
-    asyncio.run(_worker(settings))
+    run_event_loop(_worker(settings))
     return 0
 
 

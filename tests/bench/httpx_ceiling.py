@@ -4,7 +4,7 @@ flight at all times against the fake Graph API, nothing else; one client by defa
 ``--clients`` clients sharing the concurrency (DESIGN.md: httpx's pool gets slower with the
 requests in flight per client); httpx's own transport by default, or with ``--transport
 aiohttp`` the dispatcher's (adapters/cloud_api/transport.py). Same event loop as ``wa-router
-worker`` (``asyncio.run``).
+worker`` (uvloop when installed: app/runtime.py ``run_event_loop``).
 Counts the answers completed in ``--seconds`` after a short warm-up and prints a BENCH-RESULT
 line.
 
@@ -21,6 +21,7 @@ import time
 import httpx
 
 from adapters.cloud_api.transport import AiohttpTransport
+from app.runtime import run_event_loop
 from tests.bench.load import RESULT_PREFIX
 
 WARM_UP_SECONDS = 0.5
@@ -96,4 +97,4 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--transport", choices=("httpx", "aiohttp"), default="httpx")
-    asyncio.run(main(parser.parse_args()))
+    run_event_loop(main(parser.parse_args()))
