@@ -3,10 +3,12 @@ writer connection (writes queue in-process instead of spinning on SQLite's lock)
 IMMEDIATE (so another process, a `wa-router worker`, waits instead of deadlocking).
 
 SQLite calls run inline on the event loop's thread instead of on aiosqlite's worker threads.
-A statement here takes tens of microseconds (a commit's fsync, about 70 us on our machines),
-far less than the hop to a thread and back through a busy event loop: with the hop, a write
-transaction of five statements held the single writer for five turns of the loop, and the
-accept route peaked at about 470 requests/s. Inline, a transaction never yields mid-way.
+A statement here takes tens of microseconds, far less than the hop to a thread and back
+through a busy event loop: with the hop, a write transaction of five statements held the
+single writer for five turns of the loop, and the accept route peaked at about 470
+requests/s. Inline, a transaction never yields mid-way. The one exception is the writer's
+COMMIT, which waits for the disk (0.3 ms on our machines, milliseconds on a busy disk): it
+runs on a thread, and the loop serves other requests meanwhile.
 The cost: a statement that must wait (another process holding SQLite's write lock) blocks
 the loop for that wait, which is why several processes belong on PostgreSQL.
 
@@ -90,24 +92,46 @@ class _InlineConnection(aiosqlite.Connection):
     """An aiosqlite connection without its thread: SQLAlchemy's aiosqlite dialect drives it
     unchanged, and every call runs inline."""
 
-    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self, connector: Callable[[], sqlite3.Connection], *, commit_off_loop: bool = False
+    ) -> None:
         super().__init__(connector, iter_chunk_size=64)
         self._tx = _RunAtOnce()  # type: ignore[assignment]
+        self._commit_off_loop = commit_off_loop
+
+    async def commit(self) -> None:
+        """The writer's COMMIT runs on a thread: its fsync (0.3 ms here, more on a busy disk)
+        would hold the event loop, and sqlite3 lets go of the GIL while it waits. Nothing else
+        uses the connection meanwhile: the group commit holds the writers' turn. Cancelled,
+        it still waits for the COMMIT to end before it lets the connection go."""
+        if not self._commit_off_loop:
+            await super().commit()
+            return
+        done = asyncio.get_running_loop().run_in_executor(None, self._conn.commit)
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await asyncio.wait([done])
+            raise
 
     def __await__(self) -> Generator[Any, None, aiosqlite.Connection]:
         return self._connect().__await__()  # no thread to start
 
 
-def _inline_creator(url: str) -> Callable[[], Any]:
+def _inline_creator(url: str, *, writer: bool) -> Callable[[], Any]:
     (database,), options = SQLiteDialect_aiosqlite().create_connect_args(make_url(url))
-    settings: dict[str, Any] = {**options, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    settings: dict[str, Any] = {
+        **options,
+        "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+        "check_same_thread": not writer,  # the writer commits on a thread (see commit)
+    }
 
     def connector() -> sqlite3.Connection:
         connection: sqlite3.Connection = sqlite3.connect(database, **settings)
         return connection
 
     async def connect() -> aiosqlite.Connection:
-        return await _InlineConnection(connector)
+        return await _InlineConnection(connector, commit_off_loop=writer)
 
     return connect
 
@@ -128,7 +152,7 @@ def _sqlite_engine(url: str, *, writer: bool) -> AsyncEngine:
     engine = create_async_engine(
         url,
         **JSON_CODEC,
-        async_creator=_inline_creator(url),
+        async_creator=_inline_creator(url, writer=writer),
         pool_size=1 if writer else 4,
         max_overflow=0,
         pool_timeout=60,

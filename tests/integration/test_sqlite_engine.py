@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -163,6 +165,44 @@ async def test_writes_of_one_turn_share_a_commit_and_each_returns_once_it_is_on_
     assert seen_after_return == [True] * 20  # each caller resumed after its commit
     assert on_disk(path) == [(n,) for n in range(20)]
     assert len(commits) == 1  # twenty requests, one commit (and one fsync)
+
+
+async def test_the_commit_waits_for_the_disk_off_the_event_loop(tmp_path: Path) -> None:
+    """A COMMIT waits for its fsync (milliseconds on a busy disk): meanwhile the event loop
+    serves the others. Here the COMMIT is made to take 0.3 s."""
+    path = tmp_path / "router.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    commits_on: list[int] = []
+
+    def slow_commit(statement: str) -> None:
+        if statement == "COMMIT":
+            commits_on.append(threading.get_ident())
+            time.sleep(0.3)
+
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    try:
+        await create_table(db)
+        async with db.write() as conn:
+            raw = sqlite_of(conn)
+            assert raw is not None
+            raw.set_trace_callback(slow_commit)
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        ticks = 0
+        await insert(db, 1)
+        ticker.cancel()
+    finally:
+        await db.dispose()
+    assert ticks >= 10  # the loop went on turning while the COMMIT waited
+    assert threading.get_ident() not in commits_on
+    assert on_disk(path) == [(1,)]
 
 
 async def test_a_failed_block_undoes_only_its_own_writes_in_a_shared_commit(
