@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
 
 from adapters.db import contacts as contact_repo
 from adapters.db import keys as key_repo
@@ -13,7 +19,7 @@ from adapters.db import leases as lease_repo
 from adapters.db import outbox
 from adapters.db.engine import Database, sqlite_of
 from domain.model import ErrorSource, MessageError, Sender
-from tests.conftest import open_database
+from tests.conftest import _postgres_schema, open_database
 from tests.integration.test_repositories import LEASE, SENDER, T0, add_message, at, claim, ids
 
 PAIR = "14155550001"
@@ -228,3 +234,79 @@ async def test_the_dispatchers_queries_read_a_senders_queue_in_index_order(
     for plan in plans:
         assert "SEARCH m USING INDEX ix_messages_queue (status=? AND sender_id=?)" in plan
         assert "TEMP B-TREE" not in plan
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_the_dispatchers_queries_read_the_queue_through_its_indexes(
+    tmp_path: Path,
+) -> None:
+    """With 50,000 messages already read and 2,000 queued for 20 senders (statistics taken),
+    PostgreSQL plans the due-senders check and the claim through ix_messages_queue, the pair
+    and primary-key indexes: no sequential scan of messages, no sort of a queue."""
+    db, schema = await open_database("postgresql", tmp_path)
+    assert schema is not None
+    senders = [str(106540352240000 + n) for n in range(20)]
+    executed: list[tuple[str, Any]] = []
+
+    def remember(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _m: Any) -> None:
+        if "FROM messages AS m" in statement and not statement.startswith("EXPLAIN"):
+            executed.append((statement, params))
+
+    try:
+        async with db.write() as conn:
+            for sender in senders:
+                await key_repo.upsert_sender(conn, Sender(phone_number_id=sender), now=T0)
+            for status, count, first in (("read", 50_000, 0), ("queued", 2_000, 50_000)):
+                await conn.execute(
+                    text(
+                        "INSERT INTO messages (id, client_id, sender_id, wa_id, kind, payload,"
+                        " status, attempts, next_attempt_at, correlation_id, created_at,"
+                        " updated_at) SELECT 'msg_' || lpad((s.n + :first)::text, 26, '0'),"
+                        " 'cli_a', (106540352240000 + s.n % 20)::text,"
+                        " (4915100000000 + s.n % 5000)::text, 'text', '{}'::json, :status, 0,"
+                        " :at, 'req_' || s.n, :at, :at FROM generate_series(1, :count) AS s(n)"
+                    ),
+                    {"first": first, "status": status, "count": count, "at": T0},
+                )
+            await conn.execute(text("ANALYZE messages"))
+        event.listen(db._writer.sync_engine, "before_cursor_execute", remember)
+        async with db.read() as conn:
+            assert await outbox.due_senders(conn, now=at(30)) == senders
+        async with db.write() as conn:
+            jobs = await outbox.claim_due(
+                conn,
+                owner="w",
+                now=at(30),
+                lease=LEASE,
+                limit=50,
+                skip_locked=True,
+                sender_id=senders[3],
+            )
+        assert len(jobs) == 50
+        assert ids(jobs) == sorted(ids(jobs))  # the sender's oldest first
+        plans = []
+        async with db.read() as conn:
+            for statement, params in list(executed):
+                explained = await conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, params)
+                document = explained.scalar_one()
+                plan = document if isinstance(document, list) else json.loads(document)
+                plans.append(list(plan_nodes(plan[0]["Plan"])))
+    finally:
+        await db.dispose()
+        await _postgres_schema(str(db.url), schema, create=False)
+    assert len(plans) == 2
+    for nodes in plans:
+        scans = {
+            (n["Node Type"], n.get("Index Name"))
+            for n in nodes
+            if n.get("Relation Name") == "messages"
+        }
+        assert ("Index Scan", "ix_messages_queue") in scans
+        assert not any(kind == "Seq Scan" for kind, _ in scans)
+        assert not any(n["Node Type"] in ("Sort", "Incremental Sort") for n in nodes)
