@@ -270,3 +270,26 @@ def test_a_separate_worker_process_dispatches_when_the_server_does_not(
         assert len(graph.requests()) == 1
         worker.terminate()
         assert worker.wait(timeout=20) == 0  # SIGTERM stops it cleanly
+
+
+def test_behind_a_proxy_failed_authentications_are_limited_per_forwarded_client(
+    router: RouterProcess,
+) -> None:
+    """Behind a reverse proxy every connection comes from the proxy. The server takes the
+    client's address from X-Forwarded-For when the proxy is trusted (uvicorn's
+    FORWARDED_ALLOW_IPS, loopback by default), so one client guessing keys is refused without
+    locking out the others that share the proxy."""
+    wrong = {"Authorization": "Bearer wrk_not-a-key"}
+    good = router.key("messages:read")
+    with httpx.Client(base_url=router.url, timeout=10) as http:
+
+        def list_as(client: str, auth: dict[str, str]) -> int:
+            headers = {**auth, "X-Forwarded-For": client}
+            return http.get("/v1/whatsapp/messages", headers=headers).status_code
+
+        guesses = [list_as("203.0.113.7", wrong) for _ in range(40)]
+        assert guesses[0] == 401
+        assert guesses[-1] == 429  # this client is limited...
+        assert list_as("203.0.113.8", wrong) == 401  # ...another one behind the proxy is not
+        assert list_as("203.0.113.8", good) == 200
+        assert list_as("203.0.113.7", good) == 429  # the guessing client waits, key or not
