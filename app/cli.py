@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import msgspec
+import structlog
 import uvicorn
+from prometheus_client import start_http_server
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.cloud_api.errors import CloudApiError
@@ -33,6 +36,7 @@ from app.cli_admin import (
 from app.http.support import trace_resource
 from app.logs import configure_logging
 from app.main import create_app
+from app.metrics import Metrics
 from app.runtime import (
     Tuning,
     cloud_api_for,
@@ -47,6 +51,8 @@ from app.services.templates import SyncRefused, sync_catalog, wabas_to_sync
 from app.services.trace import correlation_trace, table
 from app.settings import Settings, SettingsError, load_settings
 from domain.model import ALL_SCOPES
+
+_log = structlog.get_logger("wa_router")
 
 # --- serve / worker / migrate ------------------------------------------------------------
 
@@ -63,27 +69,50 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _worker(settings: Settings) -> None:
+@contextlib.contextmanager
+def _metrics_server(host: str, port: int | None, metrics: Metrics | None) -> Iterator[None]:
+    """``GET /metrics`` of a worker on ``host:port``, served by prometheus-client's own HTTP
+    server on a thread of its own: the counters the dispatcher keeps (Cloud API calls, the
+    time from 202 to accepted) exist in the worker alone."""
+    if port is None or metrics is None:
+        yield
+        return
+    try:
+        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise CliError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    _log.info("worker_metrics", url=f"http://{host}:{port}/metrics")
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+async def _worker(settings: Settings, metrics_port: int | None = None) -> None:
     tuning = Tuning()
-    async with migrated_db(settings) as db, graph_client(settings, tuning) as http:
-        # In sandbox mode the simulator posts its webhooks to the serving process over HTTP.
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
-        deliver = http_deliver(http, f"http://{host}:{settings.port}/v1/whatsapp/webhook")
-        cloud_api = cloud_api_for(settings, db, http, deliver=deliver, tuning=tuning)
-        dispatcher = new_dispatcher(settings, db, cloud_api, tuning)
-        freeze_heap()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, dispatcher.stop)
-        try:
-            await dispatcher.run()
-        finally:
-            if isinstance(cloud_api, SandboxCloudApi):
-                await cloud_api.aclose()
+    metrics = Metrics() if metrics_port is not None else None
+    with _metrics_server(settings.host, metrics_port, metrics):  # a taken port stops us first
+        async with migrated_db(settings) as db, graph_client(settings, tuning) as http:
+            # In sandbox mode the simulator posts its webhooks to the serving process over HTTP.
+            host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+            deliver = http_deliver(http, f"http://{host}:{settings.port}/v1/whatsapp/webhook")
+            cloud_api = cloud_api_for(settings, db, http, deliver=deliver, tuning=tuning)
+            dispatcher = new_dispatcher(settings, db, cloud_api, tuning, metrics=metrics)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, dispatcher.stop)
+            try:
+                freeze_heap()  # started: see app/runtime.py
+                await dispatcher.run()
+            finally:
+                if isinstance(cloud_api, SandboxCloudApi):
+                    await cloud_api.aclose()
 
 
-def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
-    run_event_loop(_worker(settings))
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    run_event_loop(_worker(settings, args.metrics_port))
     return 0
 
 
@@ -189,7 +218,14 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(run=cmd_serve)
-    sub.add_parser("worker", help="run the dispatcher alone").set_defaults(run=cmd_worker)
+    worker = sub.add_parser("worker", help="run the dispatcher alone")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve GET /metrics (Prometheus text) on WA_ROUTER_HOST:PORT",
+    )
+    worker.set_defaults(run=cmd_worker)
     sub.add_parser("migrate", help="apply schema migrations").set_defaults(run=cmd_migrate)
 
     senders = sub.add_parser("senders", help="WhatsApp business numbers").add_subparsers(

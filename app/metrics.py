@@ -1,6 +1,7 @@
 """Prometheus metrics (``GET /metrics``). One :class:`Metrics` per app, on its own registry (not
 prometheus-client's global one), so several apps in one process never share or clash. Whatever
-records takes it as an argument; the worker process has no /metrics and passes None."""
+records takes it as an argument (None: nothing is recorded). A ``wa-router worker`` has its own,
+served with ``--metrics-port``."""
 
 from __future__ import annotations
 

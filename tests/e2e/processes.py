@@ -131,10 +131,10 @@ class RouterProcess:
             )
         wait_http(self.url + "/healthz")
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
+    def start_worker(self, *args: str) -> subprocess.Popen[bytes]:
         with self.log.open("ab") as log:
             worker = subprocess.Popen(
-                [str(BIN / "wa-router"), "worker"],
+                [str(BIN / "wa-router"), "worker", *args],
                 env=self.env,
                 cwd=ROOT,
                 stdout=log,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -228,3 +229,17 @@ def test_serve_freezes_the_heap_once_started(monkeypatch: pytest.MonkeyPatch) ->
         gc.unfreeze()
     assert seen["healthz"] == 200
     assert seen["frozen"] > 10_000
+
+
+def test_a_worker_whose_metrics_port_is_taken_stops_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run(capsys, "worker", "--metrics-port", str(port))
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"wa-router: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+    ]

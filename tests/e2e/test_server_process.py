@@ -20,6 +20,7 @@ from tests.e2e.processes import (
     FakeGraphProcess,
     RouterProcess,
     fake_graph,
+    free_port,
     router_process,
 )
 
@@ -263,13 +264,20 @@ def test_a_separate_worker_process_dispatches_when_the_server_does_not(
             wait_status(router, message["id"], headers, "accepted", timeout=0)["status"] == "queued"
         )  # nobody dispatches yet
 
-        worker = router.start_worker()
+        metrics_port = free_port()
+        worker = router.start_worker("--metrics-port", str(metrics_port))
         accepted = wait_status(router, message["id"], headers, "accepted")
 
         assert accepted["status"] == "accepted"
         assert len(graph.requests()) == 1
+        # The Cloud API calls are counted where they are made: in the worker.
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert 'wa_router_cloud_api_calls_total{code="none",outcome="accepted"} 1.0' in scraped
+        assert "wa_router_accept_to_accepted_seconds_count 1.0" in scraped
         worker.terminate()
         assert worker.wait(timeout=20) == 0  # SIGTERM stops it cleanly
+        with pytest.raises(httpx.ConnectError):  # and its metrics server with it
+            httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
 
 
 def test_behind_a_proxy_failed_authentications_are_limited_per_forwarded_client(
