@@ -9,8 +9,8 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 
 from app.container import Services
+from app.errors import ApiError
 from app.http.middleware import RATE_LIMIT_HEADERS
-from app.http.problems import ApiError
 from domain.model import ApiKey, Scope
 
 INVALID_KEY = ApiError(

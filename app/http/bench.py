@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, post
 
-from app.http.problems import ApiError
+from app.errors import ApiError
 
 
 class BareBody(msgspec.Struct, forbid_unknown_fields=True):

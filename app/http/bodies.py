@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request
 
-from app.http.problems import ApiError
+from app.errors import ApiError
 from domain.phones import InvalidPhoneNumber, normalise_phone
 
 T = TypeVar("T")

@@ -16,10 +16,11 @@ from litestar.params import HeaderParameter, Parameter, QueryParameter
 
 from adapters.db import listing
 from app.container import Services
+from app.errors import ApiError
 from app.http import docs
 from app.http.bodies import decode_body, wa_id_of
 from app.http.openapi import SECURITY, json_body
-from app.http.problems import ApiError, correlation_of
+from app.http.problems import correlation_of
 from app.http.schemas import (
     MessageErrorOut,
     MessageList,

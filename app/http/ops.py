@@ -13,7 +13,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.container import Services
-from app.http.problems import ApiError, Problem
+from app.errors import ApiError
+from app.http.problems import Problem
 from app.http.schemas import Health
 from app.services.readiness import Readiness
 

@@ -11,6 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from adapters.db.engine import unreachable
+from app.errors import ApiError
 from app.ids import CORRELATION_ID
 from app.ids import correlation_id as new_correlation_id
 from app.metrics import metrics_of
@@ -71,28 +72,6 @@ class WindowProblem(Problem, omit_defaults=True):
     window_closed_at: str | None = None
     templates_url: str = "/v1/whatsapp/templates"
     templates: list[ApprovedTemplate] = []
-
-
-class ApiError(Exception):
-    """Raised anywhere in app/ to answer with a problem; mapped in one place below."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        detail: str,
-        *,
-        param: str | None = None,
-        extra: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.param = param
-        self.extra = dict(extra or {})
-        self.headers = dict(headers or {})
 
 
 def correlation_of(request: Request[Any, Any, Any]) -> str:

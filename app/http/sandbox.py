@@ -9,10 +9,10 @@ from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 
 from app.container import Services
+from app.errors import ApiError
 from app.http import docs
 from app.http.bodies import decode_body, wa_id_of
 from app.http.openapi import SECURITY, json_body
-from app.http.problems import ApiError
 from app.http.schemas import SandboxInboundRequest, SandboxInboundResponse
 from domain.model import ApiKey, Scope
 

@@ -10,9 +10,9 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from app.container import Services
+from app.errors import ApiError
 from app.http import docs
 from app.http.openapi import SECURITY
-from app.http.problems import ApiError
 from app.http.schemas import CorrelationTrace, TraceEventOut
 from app.services.trace import Trace, correlation_trace
 from domain.model import ApiKey, Scope

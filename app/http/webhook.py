@@ -14,8 +14,9 @@ from litestar.params import QueryParameter
 
 from adapters.cloud_api.webhooks import WebhookPayload, decoder, signature_valid
 from app.container import Services
+from app.errors import ApiError
 from app.http import docs
-from app.http.problems import ApiError, Problem
+from app.http.problems import Problem
 from app.services.webhooks import BadWebhook, ingest
 
 _log = structlog.get_logger("wa_router.webhook")

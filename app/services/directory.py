@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from adapters.db import keys as key_repo
 from adapters.db.engine import Database
-from app.http.problems import ApiError
+from app.errors import ApiError
 from domain.model import ApiKey, Sender
 
 SENDER_CACHE_TTL_SECONDS = 5.0

@@ -16,7 +16,7 @@ from adapters.db import messages as message_repo
 from adapters.db import outbox
 from adapters.db.engine import Database
 from app import ids
-from app.http.problems import ApiError
+from app.errors import ApiError
 from app.services import templates as template_service
 from app.services.directory import SenderDirectory
 from domain.content import Content, MessageKind, Template, summary
