@@ -14,6 +14,7 @@ import uvicorn
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from app import cli
 from app.cli import main
 
 P = "WA_ROUTER_"
@@ -223,6 +224,7 @@ def test_serve_freezes_the_heap_once_started(monkeypatch: pytest.MonkeyPatch) ->
 
     assert gc.get_freeze_count() == 0
     monkeypatch.setattr(uvicorn, "run", run_app)
+    monkeypatch.setattr(cli, "configure_logging", lambda _format: None)  # as the test runner has it
     try:
         assert main(["serve"]) == 0
     finally:
@@ -232,8 +234,11 @@ def test_serve_freezes_the_heap_once_started(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_a_worker_whose_metrics_port_is_taken_stops_with_one_line(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Logging stays as it is: configured onto capsys's stream, later tests would log into a
+    # closed file.
+    monkeypatch.setattr(cli, "configure_logging", lambda _format: None)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
