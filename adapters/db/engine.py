@@ -6,9 +6,9 @@ SQLite calls run inline on the event loop's thread instead of on aiosqlite's wor
 A statement here takes tens of microseconds, far less than the hop to a thread and back
 through a busy event loop: with the hop, a write transaction of five statements held the
 single writer for five turns of the loop, and the accept route peaked at about 470
-requests/s. Inline, a transaction never yields mid-way. The one exception is the writer's
-COMMIT, which waits for the disk (0.3 ms on our machines, milliseconds on a busy disk): it
-runs on a thread, and the loop serves other requests meanwhile.
+requests/s. Inline, a transaction never yields mid-way. The one exception is a group's COMMIT,
+which waits for the disk (0.3 ms on our machines, milliseconds on a busy disk): it runs on a
+thread of its own, and the loop serves other requests meanwhile.
 The cost: a statement that must wait (another process holding SQLite's write lock) blocks
 the loop for that wait, which is why several processes belong on PostgreSQL.
 
@@ -24,6 +24,7 @@ import contextlib
 import sqlite3
 from asyncio import Future
 from collections.abc import AsyncIterator, Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -92,27 +93,9 @@ class _InlineConnection(aiosqlite.Connection):
     """An aiosqlite connection without its thread: SQLAlchemy's aiosqlite dialect drives it
     unchanged, and every call runs inline."""
 
-    def __init__(
-        self, connector: Callable[[], sqlite3.Connection], *, commit_off_loop: bool = False
-    ) -> None:
+    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
         super().__init__(connector, iter_chunk_size=64)
         self._tx = _RunAtOnce()  # type: ignore[assignment]
-        self._commit_off_loop = commit_off_loop
-
-    async def commit(self) -> None:
-        """The writer's COMMIT runs on a thread: its fsync (0.3 ms here, more on a busy disk)
-        would hold the event loop, and sqlite3 lets go of the GIL while it waits. Nothing else
-        uses the connection meanwhile: the group commit holds the writers' turn. Cancelled,
-        it still waits for the COMMIT to end before it lets the connection go."""
-        if not self._commit_off_loop:
-            await super().commit()
-            return
-        done = asyncio.get_running_loop().run_in_executor(None, self._conn.commit)
-        try:
-            await asyncio.shield(done)
-        except asyncio.CancelledError:
-            await asyncio.wait([done])
-            raise
 
     def __await__(self) -> Generator[Any, None, aiosqlite.Connection]:
         return self._connect().__await__()  # no thread to start
@@ -123,7 +106,7 @@ def _inline_creator(url: str, *, writer: bool) -> Callable[[], Any]:
     settings: dict[str, Any] = {
         **options,
         "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
-        "check_same_thread": not writer,  # the writer commits on a thread (see commit)
+        "check_same_thread": not writer,  # the writer commits on a thread (_Group.end)
     }
 
     def connector() -> sqlite3.Connection:
@@ -131,7 +114,7 @@ def _inline_creator(url: str, *, writer: bool) -> Callable[[], Any]:
         return connection
 
     async def connect() -> aiosqlite.Connection:
-        return await _InlineConnection(connector, commit_off_loop=writer)
+        return await _InlineConnection(connector)
 
     return connect
 
@@ -200,10 +183,15 @@ class _Group:
     """An open SQLite write transaction that the write blocks of one turn of the loop share."""
 
     def __init__(
-        self, conn: AsyncConnection, sqlite: sqlite3.Connection, loop: asyncio.AbstractEventLoop
+        self,
+        conn: AsyncConnection,
+        sqlite: sqlite3.Connection,
+        loop: asyncio.AbstractEventLoop,
+        committer: ThreadPoolExecutor,
     ) -> None:
         self.conn = conn
         self.sqlite = sqlite
+        self.committer = committer
         self.committed: Future[None] = loop.create_future()
         self.commit_task: asyncio.Task[None] | None = None
         #: Why the shared transaction cannot commit (a block's failure took it down).
@@ -234,24 +222,31 @@ class _Group:
             raise DBAPIError.instance("RELEASE block", None, exc, sqlite3.Error) from exc
 
     async def end(self) -> None:
-        """Commit, and tell every block of the group how it ended."""
+        """Commit, and tell every block of the group how it ended.
+
+        The COMMIT runs on the committer thread: it waits for the disk (0.3 ms on our machines,
+        milliseconds on a busy disk), sqlite3 lets go of the GIL meanwhile, and the loop serves
+        other requests. Nothing else touches the connection until it ends: the group holds the
+        writers' turn, and a cancellation waits for the COMMIT to end (then the blocks hear
+        its real outcome, and the cancellation goes on)."""
         if self.lost is not None:
             self.fail(self.lost)
             await self.rollback()
             return
-        try:
-            await self.conn.commit()
-        except BaseException as exc:
-            self.fail(exc)
-            await self.rollback()
-            if not isinstance(exc, Exception):
-                raise
-        else:
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(self.committer, self.sqlite.commit)
+        cancelled = await _wait_out(done)
+        if (error := done.exception()) is None:
             self.committed.set_result(None)
+        else:
+            self.fail(_as_sqlalchemy("COMMIT", error))
+            await self.rollback()
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def rollback(self) -> None:
-        if self.sqlite.in_transaction:
-            with contextlib.suppress(SQLAlchemyError, sqlite3.Error):
+        with contextlib.suppress(SQLAlchemyError, sqlite3.Error):
+            if self.sqlite.in_transaction:
                 await self.conn.rollback()
 
     def fail(self, exc: BaseException) -> None:
@@ -260,6 +255,24 @@ class _Group:
             return
         self.committed.set_exception(exc)
         self.committed.exception()  # retrieved: a group whose callers all left must not warn
+
+
+async def _wait_out(future: asyncio.Future[Any]) -> bool:
+    """Until ``future`` is done, whatever cancellations come meanwhile; whether one came."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
+
+
+def _as_sqlalchemy(statement: str, exc: BaseException) -> BaseException:
+    """sqlite3's error as SQLAlchemy raises it (IntegrityError, OperationalError...)."""
+    if not isinstance(exc, sqlite3.Error):
+        return exc
+    return DBAPIError.instance(statement, None, exc, sqlite3.Error, hide_parameters=True)
 
 
 class Database:
@@ -272,6 +285,10 @@ class Database:
         self.dialect = make_url(url).get_backend_name()
         self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Lock, asyncio.Lock] | None = None
         self._group: _Group | None = None
+        #: The group whose COMMIT is under way (no longer ``_group``: later blocks begin anew).
+        self._committing: _Group | None = None
+        #: SQLite: the one thread the writer's COMMITs wait on (see _Group.end).
+        self._committer: ThreadPoolExecutor | None = None
         if self.is_sqlite:
             self._writer = _sqlite_engine(url, writer=True)
             self._reader = _sqlite_engine(url, writer=False)
@@ -337,16 +354,22 @@ class Database:
             await conn.close()
             raise
         inline: _InlineConnection = raw.driver_connection  # type: ignore[assignment]
-        group = self._group = _Group(conn, inline._conn, asyncio.get_running_loop())
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="wa-router-commit")
+        group = self._group = _Group(
+            conn, inline._conn, asyncio.get_running_loop(), self._committer
+        )
         group.commit_task = asyncio.create_task(self._commit(group))
         return group
 
     async def _commit(self, group: _Group) -> None:
         async with self._turn(writer=True):
             self._group = None  # later blocks begin the next group
+            self._committing = group
             try:
                 await group.end()
             finally:
+                self._committing = None
                 await group.conn.close()
 
     def _turn(self, *, writer: bool) -> asyncio.Lock:
@@ -395,9 +418,12 @@ class Database:
             raise DatabaseError(str(exc)) from exc
 
     async def dispose(self) -> None:
-        group = self._group
-        if group is not None and group.commit_task is not None:
-            await asyncio.wait([group.commit_task])  # its callers hear how it ended
+        for group in (self._committing, self._group):
+            if group is not None and group.commit_task is not None:
+                await asyncio.wait([group.commit_task])  # its callers hear how it ended
         await self._writer.dispose()
         if self.is_sqlite:  # on PostgreSQL the reader shares the writer's pool
             await self._reader.dispose()
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
+            self._committer = None

@@ -7,10 +7,11 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -148,8 +149,7 @@ async def test_writes_of_one_turn_share_a_commit_and_each_returns_once_it_is_on_
 ) -> None:
     path = tmp_path / "router.db"
     db = Database(f"sqlite+aiosqlite:///{path}")
-    commits: list[int] = []
-    event.listen(db._writer.sync_engine, "commit", lambda _conn: commits.append(1))
+    commits: list[str] = []
     seen_after_return: list[bool] = []
 
     async def insert_and_look(value: int) -> None:
@@ -158,7 +158,8 @@ async def test_writes_of_one_turn_share_a_commit_and_each_returns_once_it_is_on_
 
     try:
         await create_table(db)
-        commits.clear()
+        await trace_writer(db, lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+        commits.clear()  # trace_writer's own
         await asyncio.gather(*(insert_and_look(n) for n in range(20)))
     finally:
         await db.dispose()
@@ -167,18 +168,45 @@ async def test_writes_of_one_turn_share_a_commit_and_each_returns_once_it_is_on_
     assert len(commits) == 1  # twenty requests, one commit (and one fsync)
 
 
+async def trace_writer(db: Database, callback: Callable[[str], object]) -> None:
+    """Have sqlite3 tell ``callback`` each statement the writer connection runs (the COMMIT
+    too, on the thread that runs it)."""
+    async with db.write() as conn:
+        raw = sqlite_of(conn)
+        assert raw is not None
+        raw.set_trace_callback(callback)
+
+
+async def slow_commits(db: Database, seconds: float) -> SlowCommits:
+    """From now on, every COMMIT of ``db``'s writer takes ``seconds``."""
+    slow = SlowCommits(seconds)
+    await trace_writer(db, slow)
+    slow.threads.clear()  # trace_writer's own COMMIT
+    slow.started.clear()
+    return slow
+
+
+class SlowCommits:
+    """Every COMMIT of the writer takes ``seconds``; ``started`` is set when one begins."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.threads: list[int] = []
+        self.started = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+
+    def __call__(self, statement: str) -> None:
+        if statement == "COMMIT":
+            self.threads.append(threading.get_ident())
+            self._loop.call_soon_threadsafe(self.started.set)
+            time.sleep(self.seconds)
+
+
 async def test_the_commit_waits_for_the_disk_off_the_event_loop(tmp_path: Path) -> None:
     """A COMMIT waits for its fsync (milliseconds on a busy disk): meanwhile the event loop
-    serves the others. Here the COMMIT is made to take 0.3 s."""
+    serves the others, and a write that comes meanwhile joins the next group."""
     path = tmp_path / "router.db"
     db = Database(f"sqlite+aiosqlite:///{path}")
-    commits_on: list[int] = []
-
-    def slow_commit(statement: str) -> None:
-        if statement == "COMMIT":
-            commits_on.append(threading.get_ident())
-            time.sleep(0.3)
-
     ticks = 0
 
     async def tick() -> None:
@@ -189,20 +217,63 @@ async def test_the_commit_waits_for_the_disk_off_the_event_loop(tmp_path: Path) 
 
     try:
         await create_table(db)
-        async with db.write() as conn:
-            raw = sqlite_of(conn)
-            assert raw is not None
-            raw.set_trace_callback(slow_commit)
+        slow = await slow_commits(db, 0.3)
         ticker = asyncio.create_task(tick())
         await asyncio.sleep(0)
         ticks = 0
-        await insert(db, 1)
+        first = asyncio.create_task(insert(db, 1))
+        await slow.started.wait()
+        assert on_disk(path) == []  # the COMMIT is under way
+        await insert(db, 2)  # waits for the writers' turn, then commits on its own
+        await first
         ticker.cancel()
     finally:
         await db.dispose()
-    assert ticks >= 10  # the loop went on turning while the COMMIT waited
-    assert threading.get_ident() not in commits_on
-    assert on_disk(path) == [(1,)]
+    assert ticks >= 20  # the loop went on turning while the two COMMITs waited
+    assert len(slow.threads) == 2
+    assert threading.get_ident() not in slow.threads
+    assert on_disk(path) == [(1,), (2,)]
+
+
+async def test_dispose_waits_for_a_commit_under_way(tmp_path: Path) -> None:
+    path = tmp_path / "router.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    await create_table(db)
+    await slow_commits(db, 0.3)
+    write = asyncio.create_task(insert(db, 1))
+    await asyncio.sleep(0.1)  # the COMMIT is under way
+    await db.dispose()
+    assert on_disk(path) == [(1,)]  # dispose returned after the COMMIT, not 0.2 s before it
+    await write
+
+
+async def test_a_commit_cancelled_midway_tells_its_blocks_how_it_really_ended(
+    tmp_path: Path,
+) -> None:
+    """Shutting down cancels the task that commits. The COMMIT already under way cannot be
+    taken back: the task waits for it, its blocks hear that their writes are on disk, and only
+    then does the cancellation go on."""
+    path = tmp_path / "router.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        await create_table(db)
+        slow = await slow_commits(db, 0.3)
+        write = asyncio.create_task(insert(db, 1))
+        await slow.started.wait()
+        group = db._committing
+        assert group is not None
+        assert group.commit_task is not None
+        group.commit_task.cancel()
+        await asyncio.sleep(0.05)
+        group.commit_task.cancel()  # twice: it still waits for the COMMIT
+        await asyncio.wait([group.commit_task])
+        assert group.commit_task.cancelled()
+        await write  # returns: the write is on disk
+        assert on_disk(path) == [(1,)]
+        await insert(db, 2)  # and the writer goes on
+    finally:
+        await db.dispose()
+    assert on_disk(path) == [(1,), (2,)]
 
 
 async def test_a_failed_block_undoes_only_its_own_writes_in_a_shared_commit(
