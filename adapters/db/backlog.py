@@ -10,8 +10,7 @@ from datetime import datetime
 from sqlalchemy import func, literal, null, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.db.tables import messages, senders
-from domain.status import MessageStatus
+from adapters.db.tables import QUEUED_STATUS, messages, senders
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,7 +27,7 @@ async def queued_by_sender(conn: AsyncConnection) -> list[QueuedBySender]:
         messages.c.sender_id.label("sender_id"),
         literal(1).label("queued"),
         messages.c.created_at.label("created_at"),
-    ).where(messages.c.status == str(MessageStatus.QUEUED))
+    ).where(messages.c.status == QUEUED_STATUS)
     known = select(
         senders.c.phone_number_id.label("sender_id"),
         literal(0).label("queued"),

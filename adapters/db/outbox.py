@@ -15,7 +15,6 @@ from sqlalchemy import (
     bindparam,
     column,
     func,
-    literal_column,
     or_,
     select,
     update,
@@ -25,19 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.db.messages import EventKind, add_event, add_events, error_columns, event_row
 from adapters.db.prepared import Prepared
-from adapters.db.tables import UtcDateTime, messages
+from adapters.db.tables import QUEUED_STATUS, UtcDateTime, messages
 from adapters.db.tables import contacts as _contacts
 from adapters.db.tables import senders as _senders
 from domain.content import MessageKind
 from domain.model import MessageError, OutboundJob
 from domain.status import MessageStatus
-
-#: 'queued' written into the dispatcher's statements, not bound: PostgreSQL switches a prepared
-#: statement to a generic plan after a few runs, and a generic plan that sees `status = $1`
-#: reckons half the table matches (a bitmap scan of a sender's whole queue, then a sort, on
-#: every claim). Seeing 'queued', it plans with that value's own statistics: an index walk in
-#: id order that stops at the rows it takes. A constant, so nothing is spliced from outside.
-_QUEUED: ColumnElement[str] = literal_column(f"'{MessageStatus.QUEUED}'", String())
 
 
 def _due(m: Any, now: datetime | ColumnElement[datetime]) -> tuple[ColumnElement[bool], ...]:
@@ -45,7 +37,7 @@ def _due(m: Any, now: datetime | ColumnElement[datetime]) -> tuple[ColumnElement
     its sender not paused."""
     paused = select(_senders.c.phone_number_id).where(_senders.c.paused_until > now)
     return (
-        m.c.status == _QUEUED,
+        m.c.status == QUEUED_STATUS,
         m.c.next_attempt_at <= now,
         or_(m.c.lease_expires_at.is_(None), m.c.lease_expires_at <= now),
         m.c.sender_id.not_in(paused),
@@ -65,7 +57,7 @@ def _in_turn(m: Any, now: ColumnElement[datetime]) -> tuple[ColumnElement[bool],
         .where(
             messages.c.sender_id == m.c.sender_id,
             messages.c.wa_id == m.c.wa_id,
-            messages.c.status == _QUEUED,
+            messages.c.status == QUEUED_STATUS,
         )
         .correlate(m)
         .scalar_subquery()
