@@ -210,6 +210,13 @@ def _async(fn: object) -> object:
     return run
 
 
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, not {text!r}")
+    return port
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wa-router", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -221,7 +228,7 @@ def parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the dispatcher alone")
     worker.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         metavar="PORT",
         help="serve GET /metrics (Prometheus text) on WA_ROUTER_HOST:PORT",
     )

@@ -39,6 +39,8 @@ def imports(path: Path) -> Iterator[tuple[int, str]]:
                 yield node.lineno, alias.name
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             yield node.lineno, node.module
+            for alias in node.names:  # `from app import http` imports the module app.http
+                yield node.lineno, f"{node.module}.{alias.name}"
 
 
 def forbidden(module: str, names: set[str]) -> bool:

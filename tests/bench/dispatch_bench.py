@@ -212,7 +212,7 @@ def _dispatch(
         senders=senders,
         max_mps=max_mps,
         delay_ms=ceiling.delay_ms,
-        count=int(min(cap, 2.5 * ceiling.rate) * (window + 2)),
+        count=int((min(cap, 2.5 * ceiling.rate) if ceiling.rate else cap) * (window + 2)),
         seconds=window,
     )
     t0 = got[0][0] + WARM_UP_SECONDS

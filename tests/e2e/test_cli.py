@@ -215,11 +215,14 @@ def test_a_paused_sender_is_listed_and_resumed(capsys: pytest.CaptureFixture[str
 def test_serve_freezes_the_heap_once_started(monkeypatch: pytest.MonkeyPatch) -> None:
     """A full garbage collection over the started heap held the loop for tens of milliseconds
     (app/runtime.py freeze_heap): serve freezes it once the lifespan has built everything."""
-    seen: dict[str, int] = {}
+    seen: dict[str, int | bool] = {}
 
     def run_app(app: Litestar, **_: object) -> None:
         with TestClient(app) as client:  # the lifespan, then the startup hooks
             seen["frozen"] = gc.get_freeze_count()
+            services = app.state["services"]  # built by the lifespan
+            # A frozen object is out of the collector's generations.
+            seen["services_frozen"] = all(o is not services for o in gc.get_objects())
             seen["healthz"] = client.get("/healthz").status_code
 
     assert gc.get_freeze_count() == 0
@@ -231,6 +234,7 @@ def test_serve_freezes_the_heap_once_started(monkeypatch: pytest.MonkeyPatch) ->
         gc.unfreeze()
     assert seen["healthz"] == 200
     assert seen["frozen"] > 10_000
+    assert seen["services_frozen"]  # frozen after the lifespan built them, not before
 
 
 def test_a_worker_whose_metrics_port_is_taken_stops_with_one_line(
@@ -248,3 +252,13 @@ def test_a_worker_whose_metrics_port_is_taken_stops_with_one_line(
     assert err.strip().splitlines() == [
         f"wa-router: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+@pytest.mark.parametrize("port", ["70000", "0", "-1", "http"])
+def test_a_worker_metrics_port_out_of_range_is_refused(
+    capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["worker", "--metrics-port", port])
+    assert stopped.value.code == 2
+    assert "a port is a number from 1 to 65535" in capsys.readouterr().err

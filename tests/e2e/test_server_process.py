@@ -270,14 +270,21 @@ def test_a_separate_worker_process_dispatches_when_the_server_does_not(
 
         assert accepted["status"] == "accepted"
         assert len(graph.requests()) == 1
-        # The Cloud API calls are counted where they are made: in the worker.
-        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
-        assert 'wa_router_cloud_api_calls_total{code="none",outcome="accepted"} 1.0' in scraped
+        # The Cloud API calls are counted where they are made: in the worker (just after the
+        # status the poll saw is committed).
+        counted = 'wa_router_cloud_api_calls_total{code="none",outcome="accepted"} 1.0'
+        deadline = time.monotonic() + 10
+        scraped = ""
+        while counted not in scraped and time.monotonic() < deadline:
+            scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+            time.sleep(0.05)
+        assert counted in scraped
         assert "wa_router_accept_to_accepted_seconds_count 1.0" in scraped
         worker.terminate()
         assert worker.wait(timeout=20) == 0  # SIGTERM stops it cleanly
         with pytest.raises(httpx.ConnectError):  # and its metrics server with it
             httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert "Traceback" not in router.log.read_text()
 
 
 def test_behind_a_proxy_failed_authentications_are_limited_per_forwarded_client(

@@ -36,20 +36,26 @@ def test_imports_sees_every_form_of_a_forbidden_import(tmp_path: Path) -> None:
     found = list(layers.imports(module))
     assert found == [
         (1, "__future__"),
+        (1, "__future__.annotations"),
         (2, "json"),
         (3, "sqlalchemy.orm"),
         (4, "httpx"),
+        (4, "httpx.AsyncClient"),
         (5, "typing"),
+        (5, "typing.TYPE_CHECKING"),
         (7, "litestar"),
         (9, "app.settings"),
+        (9, "app.settings.Settings"),
         (10, "structlog"),
     ]
     forbidden_in_domain = {n for _, n in found if layers.forbidden(n, layers.RULES["domain"])}
     assert forbidden_in_domain == {
         "sqlalchemy.orm",
         "httpx",
+        "httpx.AsyncClient",
         "litestar",
         "app.settings",
+        "app.settings.Settings",
         "structlog",
     }
 
@@ -67,9 +73,12 @@ def test_the_use_cases_may_not_reach_for_the_web_layer(tmp_path: Path) -> None:
         "from app.http.problems import correlation_of\n"
         "import litestar.exceptions\n"
         "from app.httpish import thing\n"
+        "from app import http\n"
     )
     rules = layers.RULES["app/services"]
     assert [n for _, n in layers.imports(module) if layers.forbidden(n, rules)] == [
         "app.http.problems",
+        "app.http.problems.correlation_of",
         "litestar.exceptions",
+        "app.http",
     ]
