@@ -234,7 +234,12 @@ class _Group:
             await self.rollback()
             return
         loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(self.committer, self.sqlite.commit)
+        try:
+            done = loop.run_in_executor(self.committer, self.sqlite.commit)
+        except RuntimeError as exc:  # the committer was shut down: nothing is committed
+            self.fail(DatabaseError(f"the database is closing: {exc}"))
+            await self.rollback()
+            return
         cancelled = await _wait_out(done)
         if (error := done.exception()) is None:
             self.committed.set_result(None)
@@ -333,6 +338,12 @@ class Database:
         async with self._turn(writer=True):
             group = self._group or await self._open_group()
             sqlite = group.sqlite
+            if group.lost is None and not sqlite.in_transaction:
+                # SQLite rolled the whole transaction back (a full disk, an I/O error): a
+                # SAVEPOINT now would begin a transaction of its own, committed by its RELEASE.
+                group.lost = DatabaseError("the write transaction was lost")
+            if group.lost is not None:
+                raise DatabaseError(f"the write transaction was lost: {group.lost}")
             sqlite.execute("SAVEPOINT block")
             try:
                 yield group.conn
@@ -363,14 +374,29 @@ class Database:
         return group
 
     async def _commit(self, group: _Group) -> None:
-        async with self._turn(writer=True):
+        turn = self._turn(writer=True)
+        try:
+            await turn.acquire()
+        except BaseException as exc:  # cancelled before its turn: the loop is closing
+            if self._group is group:
+                self._group = None  # no later block may join a group nobody will commit
+            group.fail(exc)
+            raise
+        try:
             self._group = None  # later blocks begin the next group
             self._committing = group
+            await group.end()
+        except BaseException as exc:
+            if not group.committed.done():  # a bug of ours: its blocks must still hear
+                group.fail(exc)
+                await group.rollback()
+            raise
+        finally:
+            self._committing = None
             try:
-                await group.end()
-            finally:
-                self._committing = None
                 await group.conn.close()
+            finally:
+                turn.release()
 
     def _turn(self, *, writer: bool) -> asyncio.Lock:
         """The writers' or the readers' FIFO lock, made for the running loop (a test may run
@@ -418,9 +444,18 @@ class Database:
             raise DatabaseError(str(exc)) from exc
 
     async def dispose(self) -> None:
-        for group in (self._committing, self._group):
-            if group is not None and group.commit_task is not None:
-                await asyncio.wait([group.commit_task])  # its callers hear how it ended
+        # Until no group is left to commit: writers queued behind a COMMIT open the next group
+        # (with the committer) once it ends. Groups of another loop are that loop's business.
+        loop = asyncio.get_running_loop()
+        while pending := [
+            group.commit_task
+            for group in (self._committing, self._group)
+            if group is not None
+            and group.commit_task is not None
+            and not group.commit_task.done()
+            and group.commit_task.get_loop() is loop
+        ]:
+            await asyncio.wait(pending)  # their callers hear how they ended
         await self._writer.dispose()
         if self.is_sqlite:  # on PostgreSQL the reader shares the writer's pool
             await self._reader.dispose()

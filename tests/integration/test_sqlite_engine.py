@@ -192,12 +192,14 @@ class SlowCommits:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.threads: list[int] = []
+        self.thread_names: list[str] = []
         self.started = asyncio.Event()
         self._loop = asyncio.get_running_loop()
 
     def __call__(self, statement: str) -> None:
         if statement == "COMMIT":
             self.threads.append(threading.get_ident())
+            self.thread_names.append(threading.current_thread().name)
             self._loop.call_soon_threadsafe(self.started.set)
             time.sleep(self.seconds)
 
@@ -232,6 +234,7 @@ async def test_the_commit_waits_for_the_disk_off_the_event_loop(tmp_path: Path) 
     assert ticks >= 20  # the loop went on turning while the two COMMITs waited
     assert len(slow.threads) == 2
     assert threading.get_ident() not in slow.threads
+    assert all(name.startswith("wa-router-commit") for name in slow.thread_names)  # its own
     assert on_disk(path) == [(1,), (2,)]
 
 
@@ -239,12 +242,58 @@ async def test_dispose_waits_for_a_commit_under_way(tmp_path: Path) -> None:
     path = tmp_path / "router.db"
     db = Database(f"sqlite+aiosqlite:///{path}")
     await create_table(db)
-    await slow_commits(db, 0.3)
+    slow = await slow_commits(db, 0.3)
     write = asyncio.create_task(insert(db, 1))
-    await asyncio.sleep(0.1)  # the COMMIT is under way
+    await slow.started.wait()  # the COMMIT is under way
     await db.dispose()
-    assert on_disk(path) == [(1,)]  # dispose returned after the COMMIT, not 0.2 s before it
+    assert on_disk(path) == [(1,)]  # dispose returned after the COMMIT, not before it
     await write
+
+
+async def test_dispose_waits_for_the_writes_queued_behind_a_commit(tmp_path: Path) -> None:
+    """Writers waiting for their turn while a COMMIT runs form the next group once it ends:
+    dispose waits for that group too, instead of closing under it."""
+    path = tmp_path / "router.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    await create_table(db)
+    slow = await slow_commits(db, 0.2)
+    first = asyncio.create_task(insert(db, 1))
+    await slow.started.wait()
+    queued = [asyncio.create_task(insert(db, n)) for n in (2, 3)]
+    await asyncio.sleep(0)  # they are waiting for the writers' turn
+    await db.dispose()
+    await asyncio.wait_for(asyncio.gather(first, *queued), 2)
+    assert on_disk(path) == [(1,), (2,), (3,)]
+
+
+async def test_after_sqlite_rolls_the_whole_transaction_back_later_blocks_write_nothing(
+    tmp_path: Path,
+) -> None:
+    """SQLite itself sometimes rolls a whole transaction back (a full disk, an I/O error;
+    here INSERT OR ROLLBACK stands in). The blocks after it in the same group must fail
+    without writing: a SAVEPOINT outside a transaction would begin one of its own, which its
+    RELEASE commits, while its caller hears that the group failed."""
+    path = tmp_path / "router.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+
+    async def roll_everything_back() -> None:
+        async with db.write() as conn:
+            await conn.execute(text("INSERT OR ROLLBACK INTO u VALUES (1)"))
+
+    try:
+        await create_table(db, "CREATE TABLE u (v INTEGER PRIMARY KEY)")
+        await create_table(db)
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO u VALUES (1)"))
+        outcomes = await asyncio.gather(
+            insert(db, 1), roll_everything_back(), insert(db, 3), return_exceptions=True
+        )
+        assert [type(o) for o in outcomes] == [DatabaseError, IntegrityError, DatabaseError]
+        assert on_disk(path) == []
+        await insert(db, 4)  # the next group commits
+    finally:
+        await db.dispose()
+    assert on_disk(path) == [(4,)]
 
 
 async def test_a_commit_cancelled_midway_tells_its_blocks_how_it_really_ended(
