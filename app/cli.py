@@ -70,20 +70,21 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _metrics_server(host: str, port: int | None, metrics: Metrics | None) -> Iterator[None]:
-    """``GET /metrics`` of a worker on ``host:port``, served by prometheus-client's own HTTP
-    server on a thread of its own: the counters the dispatcher keeps (Cloud API calls, the
-    time from 202 to accepted) exist in the worker alone."""
-    if port is None or metrics is None:
-        yield
+def _metrics_server(host: str, port: int | None) -> Iterator[Metrics | None]:
+    """The worker's metrics, served as ``GET /metrics`` on ``host:port`` by prometheus-client's
+    own HTTP server on a thread of its own: the counters the dispatcher keeps (Cloud API calls,
+    the time from 202 to accepted) exist in the worker alone. No port: no metrics (None)."""
+    if port is None:
+        yield None
         return
+    metrics = Metrics()
     try:
         server, thread = start_http_server(port, addr=host, registry=metrics.registry)
     except OSError as exc:
         raise CliError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
     _log.info("worker_metrics", url=f"http://{host}:{port}/metrics")
     try:
-        yield
+        yield metrics
     finally:
         server.shutdown()
         server.server_close()
@@ -92,8 +93,8 @@ def _metrics_server(host: str, port: int | None, metrics: Metrics | None) -> Ite
 
 async def _worker(settings: Settings, metrics_port: int | None = None) -> None:
     tuning = Tuning()
-    metrics = Metrics() if metrics_port is not None else None
-    with _metrics_server(settings.host, metrics_port, metrics):  # a taken port stops us first
+    # A taken port stops the worker before anything else.
+    with _metrics_server(settings.host, metrics_port) as metrics:
         async with migrated_db(settings) as db, graph_client(settings, tuning) as http:
             # In sandbox mode the simulator posts its webhooks to the serving process over HTTP.
             host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104

@@ -341,9 +341,9 @@ class Database:
             if group.lost is None and not sqlite.in_transaction:
                 # SQLite rolled the whole transaction back (a full disk, an I/O error): a
                 # SAVEPOINT now would begin a transaction of its own, committed by its RELEASE.
-                group.lost = DatabaseError("the write transaction was lost")
+                group.lost = DatabaseError("the write transaction was lost: SQLite rolled it back")
             if group.lost is not None:
-                raise DatabaseError(f"the write transaction was lost: {group.lost}")
+                raise DatabaseError(str(group.lost))
             sqlite.execute("SAVEPOINT block")
             try:
                 yield group.conn
