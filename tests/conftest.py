@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from asyncpg.prepared_stmt import PreparedStatement
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -94,3 +96,23 @@ async def fresh_postgres_database() -> AsyncIterator[str]:
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+@pytest.fixture
+def asyncpg_statements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
+    """Every statement asyncpg runs from here on, with its arguments, as (query, args): those
+    SQLAlchemy runs and those adapters/db/prepared.py runs on asyncpg itself (one row of
+    arguments each for an executemany)."""
+    seen: list[tuple[str, tuple[Any, ...]]] = []
+
+    def spy(run: Callable[..., Awaitable[Any]], many: bool) -> Callable[..., Awaitable[Any]]:
+        async def recording(statement: PreparedStatement, *args: Any, **kwargs: Any) -> Any:
+            rows = args[0] if many else [args]
+            seen.extend((statement.get_query(), tuple(row)) for row in rows)
+            return await run(statement, *args, **kwargs)
+
+        return recording
+
+    for name, many in (("fetch", False), ("fetchrow", False), ("executemany", True)):
+        monkeypatch.setattr(PreparedStatement, name, spy(getattr(PreparedStatement, name), many))
+    return seen

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from adapters.db import contacts as contact_repo
 from adapters.db import keys as key_repo
@@ -254,7 +254,7 @@ def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 @pytest.mark.postgres
 async def test_on_postgresql_the_dispatchers_queries_read_the_queue_through_its_indexes(
-    tmp_path: Path,
+    tmp_path: Path, asyncpg_statements: list[tuple[str, tuple[Any, ...]]]
 ) -> None:
     """With 50,000 messages already read and 2,000 queued for 20 senders (statistics taken),
     PostgreSQL plans the due-senders check and the claim through ix_messages_queue, the pair
@@ -264,11 +264,6 @@ async def test_on_postgresql_the_dispatchers_queries_read_the_queue_through_its_
     db, schema = await open_database("postgresql", tmp_path)
     assert schema is not None
     senders = [str(106540352240000 + n) for n in range(20)]
-    executed: list[tuple[str, Any]] = []
-
-    def remember(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _m: Any) -> None:
-        if "FROM messages AS m" in statement and not statement.startswith("EXPLAIN"):
-            executed.append((statement, params))
 
     try:
         async with db.write() as conn:
@@ -287,7 +282,7 @@ async def test_on_postgresql_the_dispatchers_queries_read_the_queue_through_its_
                     {"first": first, "status": status, "count": count, "at": T0},
                 )
             await conn.execute(text("ANALYZE messages"))
-        event.listen(db._writer.sync_engine, "before_cursor_execute", remember)
+        asyncpg_statements.clear()
         async with db.read() as conn:
             assert await outbox.due_senders(conn, now=at(30)) == senders
         async with db.write() as conn:
@@ -300,6 +295,7 @@ async def test_on_postgresql_the_dispatchers_queries_read_the_queue_through_its_
                 skip_locked=True,
                 sender_id=senders[3],
             )
+        executed = [(q, args) for q, args in asyncpg_statements if "FROM messages AS m" in q]
         # Sender 3's oldest queued messages: n = 3, 23, 43... of the queued series.
         assert ids(jobs) == [f"msg_{50_000 + n:026}" for n in range(3, 1003, 20)]
         plans = []

@@ -6,28 +6,41 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.db.engine import Database, unreachable
+from adapters.db.prepared import Prepared
 from tests.conftest import fresh_postgres_database
 
 pytestmark = pytest.mark.postgres
 
+#: A statement run on asyncpg itself (adapters/db/prepared.py), not by SQLAlchemy.
+BACKEND_PID = Prepared(select(func.pg_backend_pid()))
 
-async def _backend_pid(db: Database, together: asyncio.Barrier | None = None) -> int:
+
+async def _backend_pid(
+    db: Database, together: asyncio.Barrier | None = None, *, prepared: bool = False
+) -> int:
     async with db.read() as conn:
-        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        if prepared:
+            [(pid,)] = await BACKEND_PID.rows(conn, {})
+        else:
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         if together is not None:
             await together.wait()  # keep this connection until the others are taken
     return int(pid)
 
 
-async def test_after_the_server_drops_pooled_connections_one_request_fails_then_all_work() -> None:
+@pytest.mark.parametrize("prepared", [False, True], ids=["sqlalchemy", "prepared"])
+async def test_after_the_server_drops_pooled_connections_one_request_fails_then_all_work(
+    prepared: bool,
+) -> None:
     """The statement that meets a dropped connection fails with an error that counts as the
     database being unreachable (a 503 `not_ready`, never a 500); that failure discards every
-    connection the pool opened before it, so the requests after it work."""
+    connection the pool opened before it, so the requests after it work. The same whether
+    SQLAlchemy ran the statement or a prepared one ran on asyncpg."""
     async with fresh_postgres_database() as url:
         db = Database(url)
         admin = create_async_engine(url)
@@ -40,7 +53,7 @@ async def test_after_the_server_drops_pooled_connections_one_request_fails_then_
                     await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
 
             with pytest.raises(DBAPIError) as failed:
-                await _backend_pid(db)
+                await _backend_pid(db, prepared=prepared)
             assert unreachable(failed.value)
             after = await asyncio.gather(*(_backend_pid(db) for _ in range(4)))
             async with db.write() as conn:

@@ -1,4 +1,4 @@
-"""Prepared statements (SQLite straight to sqlite3, PostgreSQL through SQLAlchemy) read and
+"""Prepared statements (SQLite straight to sqlite3, PostgreSQL straight to asyncpg) read and
 write the same values SQLAlchemy does, and fail with SQLAlchemy's errors."""
 
 from __future__ import annotations
@@ -6,15 +6,17 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, event, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from adapters.db.engine import Database
 from adapters.db.prepared import Prepared
 from adapters.db.tables import contacts
 from adapters.db.tables import message_events as events
+from tests.conftest import open_database
 
 AT = datetime(2026, 11, 22, 9, 30, 15, 123456, tzinfo=UTC)
 COLUMNS = ["message_id", "correlation_id", "at", "kind", "status", "applied", "detail"]
@@ -147,3 +149,66 @@ async def test_an_update_counts_the_rows_it_changed(any_db: Database) -> None:
             conn, {}
         )
     assert found == [(2, AT), (2, AT)]
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_prepared_statements_run_on_asyncpg_in_the_blocks_transaction(
+    tmp_path: Path, asyncpg_statements: list[tuple[str, tuple[Any, ...]]]
+) -> None:
+    """The statements go to asyncpg itself (SQLAlchemy's execution never sees them: that is
+    the saving), yet inside the write block's transaction: a block that raises leaves nothing,
+    one that ends commits. If a SQLAlchemy upgrade took away what this path needs, the
+    statements would go through SQLAlchemy again, and this test fails."""
+    db, schema = await open_database("postgresql", tmp_path)
+    assert schema is not None
+    through_sqlalchemy: list[str] = []
+
+    def remember(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        through_sqlalchemy.append(statement)
+
+    async def write_then_fail() -> None:
+        async with db.write() as conn:
+            await INSERT.run(conn, event_row("rolled-back"))
+            raise Boom
+
+    event.listen(db._writer.sync_engine, "before_cursor_execute", remember)
+    try:
+        with pytest.raises(Boom):
+            await write_then_fail()
+        async with db.write() as conn:
+            await INSERT.run(conn, event_row("kept"))
+        async with db.read() as conn:
+            kept = [r[0] for r in await conn.execute(select(events.c.message_id))]
+    finally:
+        await db.dispose()
+    assert kept == ["kept"]
+    inserts = [args[0] for q, args in asyncpg_statements if q.startswith("INSERT INTO message_")]
+    assert inserts == ["rolled-back", "kept"]  # both ran on asyncpg
+    assert not [q for q in through_sqlalchemy if q.startswith("INSERT INTO message_events")]
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_a_prepared_read_leaves_its_connection_outside_a_transaction(
+    tmp_path: Path,
+) -> None:
+    """Reads run in autocommit (a BEGIN and a ROLLBACK were two round trips of a poll's four):
+    the asyncpg path begins no transaction there either."""
+    db, schema = await open_database("postgresql", tmp_path)
+    assert schema is not None
+    try:
+        async with db.read() as conn:
+            assert await BY_MESSAGE.rows(conn, {"m": "none"}) == []
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            async with db.write() as other:
+                state = (
+                    await other.execute(
+                        text("SELECT state FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+                    )
+                ).scalar_one()
+    finally:
+        await db.dispose()
+    assert state == "idle"  # not "idle in transaction"
