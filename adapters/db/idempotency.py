@@ -20,19 +20,22 @@ class StoredResponse:
     body: str
 
 
+# Prepared once, as the other hot paths' statements (see adapters/db/prepared.py).
+_TRY_LOCK = Prepared(
+    select(func.pg_try_advisory_xact_lock(func.hashtextextended(bindparam("lock_key"), 0)))
+)
+
+
 async def try_lock(conn: AsyncConnection, client_id: str, key: str) -> bool:
     """PostgreSQL: take a transaction-scoped advisory lock on (client, key), without waiting;
     False means another replica is processing the same key right now. SQLite has one writer
     (the caller serialises in-process), so the answer there is always True."""
     if conn.dialect.name != "postgresql":
         return True
-    locked = await conn.scalar(
-        select(func.pg_try_advisory_xact_lock(func.hashtextextended(client_id + "\x1f" + key, 0)))
-    )
-    return bool(locked)
+    row = await _TRY_LOCK.first(conn, {"lock_key": client_id + "\x1f" + key})
+    return row is not None and bool(row[0])
 
 
-# Prepared once, as the other hot paths' statements (see adapters/db/prepared.py).
 _FIND = Prepared(
     select(
         keys.c.fingerprint, keys.c.message_id, keys.c.response_status, keys.c.response_body

@@ -16,7 +16,7 @@ from adapters.db.engine import Database
 from adapters.db.prepared import Prepared
 from adapters.db.tables import contacts
 from adapters.db.tables import message_events as events
-from tests.conftest import open_database
+from tests.conftest import _postgres_schema, open_database
 
 AT = datetime(2026, 11, 22, 9, 30, 15, 123456, tzinfo=UTC)
 COLUMNS = ["message_id", "correlation_id", "at", "kind", "status", "applied", "detail"]
@@ -185,6 +185,7 @@ async def test_on_postgresql_prepared_statements_run_on_asyncpg_in_the_blocks_tr
             kept = [r[0] for r in await conn.execute(select(events.c.message_id))]
     finally:
         await db.dispose()
+        await _postgres_schema(str(db.url), schema, create=False)
     assert kept == ["kept"]
     inserts = [args[0] for q, args in asyncpg_statements if q.startswith("INSERT INTO message_")]
     assert inserts == ["rolled-back", "kept"]  # both ran on asyncpg
@@ -211,4 +212,5 @@ async def test_on_postgresql_a_prepared_read_leaves_its_connection_outside_a_tra
                 ).scalar_one()
     finally:
         await db.dispose()
+        await _postgres_schema(str(db.url), schema, create=False)
     assert state == "idle"  # not "idle in transaction"
