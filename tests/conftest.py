@@ -100,14 +100,19 @@ async def fresh_postgres_database() -> AsyncIterator[str]:
 
 @pytest.fixture
 def asyncpg_statements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
-    """Every statement asyncpg runs from here on, with its arguments, as (query, args): those
-    SQLAlchemy runs and those adapters/db/prepared.py runs on asyncpg itself (one row of
-    arguments each for an executemany)."""
+    """Every statement run through an asyncpg prepared statement from here on (``fetch``,
+    ``fetchrow``, ``executemany``), with its arguments, as (query, args): those
+    adapters/db/prepared.py runs on asyncpg itself, and SQLAlchemy's own single-row
+    statements. Not BEGIN, COMMIT or SQLAlchemy's executemany (they run on the connection)."""
     seen: list[tuple[str, tuple[Any, ...]]] = []
 
     def spy(run: Callable[..., Awaitable[Any]], many: bool) -> Callable[..., Awaitable[Any]]:
         async def recording(statement: PreparedStatement, *args: Any, **kwargs: Any) -> Any:
-            rows = args[0] if many else [args]
+            if many:
+                rows = list(args[0])
+                args = (rows, *args[1:])
+            else:
+                rows = [args]
             seen.extend((statement.get_query(), tuple(row)) for row in rows)
             return await run(statement, *args, **kwargs)
 

@@ -15,8 +15,10 @@ written here reads back the same through SQLAlchemy, and the other way round):
   1,315-1,428 req/s (router CPU 0.80-0.98 → 0.69-0.75 ms a request), poll 1,602-1,729 →
   1,961-2,302 (0.57-0.62 → 0.43-0.50 ms).
 
-Anything else (another driver, an adapter without what the asyncpg path needs, a connection
-SQLAlchemy has invalidated) runs through SQLAlchemy as any statement."""
+Anything else runs through SQLAlchemy as any statement: another driver or SQLAlchemy minor
+release, an adapter without what the asyncpg path needs, a connection SQLAlchemy has
+invalidated, or the first statement of a connection that was not begun (SQLAlchemy's
+autobegin)."""
 
 from __future__ import annotations
 
@@ -25,11 +27,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import Delete, Insert, Select, Update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import greenlet_spawn, is_exit_exception
 
 from adapters.db.engine import sqlite_of
 
@@ -44,6 +47,7 @@ _ADAPTER_API = (
     "_start_transaction",
     "_handle_exception",
     "_prepare",
+    "autocommit",
     "dbapi",
 )
 
@@ -68,8 +72,8 @@ class Prepared:
     ) -> None:
         self.statement = statement
         self._columns = list(columns) if columns is not None else None
-        #: By dialect name: one process may use both (the tests do).
-        self._plans: dict[str, _Plan] = {}
+        #: By dialect and driver: one process may use several (the tests do).
+        self._plans: dict[tuple[str, str], _Plan] = {}
         if isinstance(statement, Insert):
             if columns is None:
                 raise ValueError("an INSERT names the columns it is given")
@@ -115,9 +119,10 @@ class Prepared:
         return values
 
     def _plan_of(self, dialect: Dialect) -> _Plan:
-        plan = self._plans.get(dialect.name)
+        key = (dialect.name, dialect.driver)
+        plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[dialect.name] = self._plan_for(dialect)
+            plan = self._plans[key] = self._plan_for(dialect)
         return plan
 
     def _sqlite(self, conn: AsyncConnection) -> tuple[sqlite3.Connection, _Plan] | None:
@@ -138,7 +143,7 @@ class Prepared:
                 return raw.execute(plan.sql, self._values(plan, params)).rowcount
             except sqlite3.Error as exc:
                 raise _wrapped(plan, exc) from exc
-        adapter = await _asyncpg_of(conn)
+        adapter = _asyncpg_of(conn)
         if adapter is None:
             return int((await conn.execute(self.statement, dict(params))).rowcount or 0)
         plan = self._plan_of(conn.dialect)
@@ -159,7 +164,7 @@ class Prepared:
             except sqlite3.Error as exc:
                 raise _wrapped(plan, exc) from exc
             return
-        adapter = await _asyncpg_of(conn)
+        adapter = _asyncpg_of(conn)
         if adapter is None:
             await conn.execute(self.statement, [dict(p) for p in params])
             return
@@ -176,7 +181,7 @@ class Prepared:
             except sqlite3.Error as exc:
                 raise _wrapped(plan, exc) from exc
         else:
-            adapter = await _asyncpg_of(conn)
+            adapter = _asyncpg_of(conn)
             if adapter is None:
                 return [tuple(row) for row in await conn.execute(self.statement, dict(params))]
             plan = self._plan_of(conn.dialect)
@@ -209,14 +214,30 @@ def _status_of(values: Sequence[Any]) -> Callable[[Any], Awaitable[str]]:
     return run
 
 
-async def _asyncpg_of(conn: AsyncConnection) -> Any | None:
-    """SQLAlchemy's asyncpg adapter under ``conn``, when the asyncpg path can use it."""
-    if conn.dialect.driver != "asyncpg" or conn.sync_connection is None:
+#: Adapter classes checked for what the asyncpg path uses (one ``hasattr`` sweep each).
+_ADAPTER_CLASSES: dict[type, bool] = {}
+#: The SQLAlchemy minor whose adapter this path was written against and tested with: 2.0's
+#: adapter set ``_transaction`` before BEGIN succeeded, which this path could not tell apart.
+_SQLALCHEMY_MINOR = tuple(int(part) for part in sqlalchemy.__version__.split(".")[:2]) == (2, 1)
+
+
+def _asyncpg_of(conn: AsyncConnection) -> Any | None:
+    """SQLAlchemy's asyncpg adapter under ``conn``, when the asyncpg path can use it: the
+    connection is valid, and either in autocommit or inside a transaction SQLAlchemy has begun
+    (a bare ``connect()`` autobegins on its first statement: that one goes through SQLAlchemy,
+    so its ``commit()`` has a transaction to commit)."""
+    sync = conn.sync_connection
+    if not _SQLALCHEMY_MINOR or conn.dialect.driver != "asyncpg" or sync is None:
         return None
-    if conn.sync_connection.invalidated:
+    if sync.invalidated or sync.closed:
         return None  # SQLAlchemy reconnects (or refuses) as it sees fit
-    adapter = (await conn.get_raw_connection()).dbapi_connection
-    if not all(hasattr(adapter, name) for name in _ADAPTER_API):
+    adapter: Any = sync.connection.dbapi_connection
+    usable = _ADAPTER_CLASSES.get(type(adapter))
+    if usable is None:
+        usable = _ADAPTER_CLASSES[type(adapter)] = all(
+            hasattr(adapter, name) for name in _ADAPTER_API
+        )
+    if not usable or not (adapter.autocommit or sync.in_transaction()):
         return None
     return adapter
 
@@ -228,12 +249,19 @@ async def _on_asyncpg(
     values: Any,
     call: Callable[[Any], Awaitable[Any]],
 ) -> Any:
-    """``call(asyncpg_prepared_statement)`` as SQLAlchemy's adapter runs a statement: under
-    its lock, in its transaction (begun now unless the connection is in autocommit, as the
-    adapter would), the statement prepared through its cache (shared with SQLAlchemy's own
-    statements: asyncpg's ``Connection.fetch`` with its own cache cost 8-15 % more of the
-    accept route), with a failure handled by SQLAlchemy as its own (the same exception
-    classes; a dropped connection invalidates the connection and the pool)."""
+    """``call(asyncpg_prepared_statement)`` as SQLAlchemy's adapter and execution context run
+    a statement:
+
+    - under the adapter's lock, in its transaction (begun now unless the connection is in
+      autocommit, as the adapter would);
+    - the statement prepared through its cache, shared with SQLAlchemy's own statements
+      (asyncpg's ``Connection.fetch`` with its own cache cost 8-15 % more of the accept route);
+    - a database error handled by SQLAlchemy as its own: the same exception classes, a dropped
+      connection invalidates the connection and the pool, and a statement whose cached plan a
+      schema change made stale (a migration in another process) makes the dialect re-prepare;
+    - a cancellation or timeout mid-statement invalidates the connection, as SQLAlchemy does
+      with any exit exception: a BEGIN cut short leaves asyncpg in a transaction the adapter
+      does not know of, and a connection in that state must never go back to the pool."""
     try:
         async with adapter._execute_mutex:
             try:
@@ -243,11 +271,20 @@ async def _on_asyncpg(
                 prepared, _ = await adapter._prepare(plan.sql, schema_as_of)
                 return await call(prepared)
             except Exception as exc:
-                adapter._handle_exception(exc)  # raises the DB-API error SQLAlchemy expects
-                raise  # pragma: no cover - _handle_exception always raises
-    except adapter.dbapi.Error as error:
+                if not is_exit_exception(exc):
+                    adapter._handle_exception(exc)  # raises the DB-API error SQLAlchemy expects
+                raise
+    except BaseException as error:
         sync = conn.sync_connection
         assert sync is not None  # noqa: S101 - checked by _asyncpg_of
+        if is_exit_exception(error):
+            await greenlet_spawn(sync.invalidate, error)
+            raise
+        if not isinstance(error, adapter.dbapi.Error):
+            raise
+        dbapi = adapter.dbapi
+        if isinstance(error, dbapi.InvalidCachedStatementError | dbapi.InternalServerError):
+            conn.dialect._invalidate_schema_cache()  # type: ignore[attr-defined]
         await greenlet_spawn(sync._handle_dbapi_exception, error, plan.sql, values, None, None)
         raise  # pragma: no cover - _handle_dbapi_exception always raises
 

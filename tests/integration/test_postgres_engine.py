@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -52,8 +52,16 @@ async def test_after_the_server_drops_pooled_connections_one_request_fails_then_
                 for pid in pids:
                     await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
 
+            through_sqlalchemy: list[str] = []
+            event.listen(
+                db._writer.sync_engine,
+                "before_cursor_execute",
+                lambda _c, _cur, statement, *_: through_sqlalchemy.append(statement),
+            )
             with pytest.raises(DBAPIError) as failed:
                 await _backend_pid(db, prepared=prepared)
+            # A prepared statement met the dropped connection on asyncpg itself.
+            assert bool(through_sqlalchemy) is not prepared
             assert unreachable(failed.value)
             after = await asyncio.gather(*(_backend_pid(db) for _ in range(4)))
             async with db.write() as conn:

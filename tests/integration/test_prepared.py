@@ -3,6 +3,8 @@ write the same values SQLAlchemy does, and fail with SQLAlchemy's errors."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -10,7 +12,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, event, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.db.engine import Database
 from adapters.db.prepared import Prepared
@@ -214,3 +217,94 @@ async def test_on_postgresql_a_prepared_read_leaves_its_connection_outside_a_tra
         await db.dispose()
         await _postgres_schema(str(db.url), schema, create=False)
     assert state == "idle"  # not "idle in transaction"
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_a_write_cancelled_at_any_point_leaves_no_connection_in_a_transaction(
+    tmp_path: Path,
+) -> None:
+    """Cancelled one, two, ... loop turns into a write block's first statement (its BEGIN
+    included), the block leaves no pooled connection inside a transaction, and a later write
+    commits for everyone to see. (A BEGIN cut short left asyncpg in a transaction the adapter
+    did not know of: every later block on that connection 'committed' into it, unseen.)"""
+    db, schema = await open_database("postgresql", tmp_path)
+    assert schema is not None
+
+    async def write(message_id: str) -> None:
+        async with db.write() as conn:
+            await INSERT.run(conn, event_row(message_id))
+
+    in_transaction = []
+    try:
+        await write("warm")
+        for turns in range(12):
+            block = asyncio.create_task(write(f"cancelled-{turns}"))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            block.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await block
+            async with db._writer.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                in_transaction.append(driver.is_in_transaction())
+        await write("later")
+        async with db.read() as conn:
+            later = await BY_MESSAGE.rows(conn, {"m": "later"})
+    finally:
+        await db.dispose()
+        await _postgres_schema(str(db.url), schema, create=False)
+    assert not any(in_transaction)
+    assert len(later) == 1
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_a_statement_made_stale_by_a_migration_fails_once_then_works(
+    tmp_path: Path,
+) -> None:
+    """Another process changes a column's type: the cached statement fails once, as SQLAlchemy's
+    own would, then is prepared afresh (it failed on every later run, a 500 each time)."""
+    db, schema = await open_database("postgresql", tmp_path)
+    assert schema is not None
+    other = create_async_engine(
+        str(db.url), connect_args={"server_settings": {"search_path": schema}}
+    )
+
+    async def statuses() -> list[tuple[Any, ...]]:
+        async with db.write() as conn:
+            return await BY_MESSAGE.rows(conn, {"m": "m5"})
+
+    try:
+        async with db.write() as conn:
+            await INSERT.run(conn, event_row("m5"))
+        assert len(await statuses()) == 1
+        async with other.begin() as conn:
+            await conn.execute(
+                text("ALTER TABLE message_events ALTER COLUMN status TYPE varchar(32)")
+            )
+        with pytest.raises(DBAPIError, match="cached statement plan is invalid"):
+            await statuses()
+        after = [await statuses() for _ in range(3)]
+    finally:
+        await other.dispose()
+        await db.dispose()
+        await _postgres_schema(str(db.url), schema, create=False)
+    assert [len(rows) for rows in after] == [1, 1, 1]
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_a_prepared_write_on_a_bare_connection_commits(tmp_path: Path) -> None:
+    """Without ``begin()``, the first statement is SQLAlchemy's (its autobegin), so the
+    connection's ``commit()`` has a transaction to commit (the write was lost)."""
+    db, schema = await open_database("postgresql", tmp_path)
+    assert schema is not None
+    try:
+        async with db._writer.connect() as conn:
+            await INSERT.run(conn, event_row("m6"))
+            await INSERT.run(conn, event_row("m6", status="read"))
+            await conn.commit()
+        async with db.read() as conn:
+            found = await BY_MESSAGE.rows(conn, {"m": "m6"})
+    finally:
+        await db.dispose()
+        await _postgres_schema(str(db.url), schema, create=False)
+    assert [row[3] for row in found] == ["sent", "read"]
