@@ -317,7 +317,9 @@ async def test_on_postgresql_the_dispatchers_queries_read_the_queue_through_its_
     finally:
         await db.dispose()
         await _postgres_schema(str(db.url), schema, create=False)
-    assert len(plans) == 2
+    assert len(plans) == 2, (
+        "the dispatcher's statements did not run as prepared statements on asyncpg"
+    )
     for nodes in plans:
         scans = {
             (n["Node Type"], n.get("Index Name"))
