@@ -167,30 +167,36 @@ class SendingService:
 
     async def accept(self, request: SendRequest) -> Accepted:
         """Decide and store a send. With an Idempotency-Key the claim, the message and the
-        stored response commit in one transaction; a concurrent duplicate gets 409."""
+        stored response commit in one transaction; a concurrent duplicate gets 409.
+
+        A key goes straight to the write, which finds a stored response there (and answers
+        the replay) or stores one. A read before it, for every key, was a fifth of the CPU of
+        a request with a new key on SQLite (0.47 against 0.37 ms; 2,000-2,100 against
+        2,550-2,800 req/s, and 960-1,050 against 1,040-1,190 on PostgreSQL). Only while
+        another request with the same key is in this process's hands is a read asked first:
+        a retry after completion, in the moment before its original lets go of the key, still
+        gets the replay instead of 409."""
         sender_id = await self._senders.resolve(request.key, request.sender_id)
         claim = request.idempotency
-        if claim is not None:
-            # A retry after completion is answered from a read, without the write lock or the
-            # in-flight slot (so concurrent retries all get the replay, not 409).
+        if claim is None:
+            return await self._accept(request, sender_id)
+        slot = (request.key.client_id, claim.key)
+        if slot in self._inflight:
             async with self._db.read() as conn:
                 stored = await idempotency_repo.find(
                     conn, request.key.client_id, claim.key, now=self._clock()
                 )
-            if stored is not None:
-                replay = _replayed(stored, claim)
-                await self._record_replay(request, replay)
-                return replay
-        slot = None if claim is None else (request.key.client_id, claim.key)
-        if slot is not None:
-            if slot in self._inflight:
+            if stored is None:
                 raise in_progress()
-            self._inflight.add(slot)
+            replay = _replayed(stored, claim)
+            async with self._db.write() as conn:
+                await self._record_replay(conn, request, replay)
+            return replay
+        self._inflight.add(slot)
         try:
             return await self._accept(request, sender_id)
         finally:
-            if slot is not None:
-                self._inflight.discard(slot)
+            self._inflight.discard(slot)
 
     async def _accept(self, request: SendRequest, sender_id: str) -> Accepted:
         request_detail: dict[str, object] = {
@@ -225,7 +231,9 @@ class SendingService:
                     raise in_progress()
                 stored = await idempotency_repo.find(conn, client_id, claim.key, now=now)
                 if stored is not None:
-                    return _replayed(stored, claim)
+                    replay = _replayed(stored, claim)
+                    await self._record_replay(conn, request, replay)
+                    return replay
             if request.content.kind is not MessageKind.TEMPLATE:
                 state = await contact_repo.window_state(conn, sender_id, request.wa_id)
                 decision = decide_send(state, now)
@@ -293,24 +301,25 @@ class SendingService:
         self._on_accepted()
         return Accepted(message_id=message_id, body=body, replayed=False)
 
-    async def _record_replay(self, request: SendRequest, replay: Accepted) -> None:
+    async def _record_replay(
+        self, conn: AsyncConnection, request: SendRequest, replay: Accepted
+    ) -> None:
         """The retry's own correlation id leads support to the message it replayed."""
-        async with self._db.write() as conn:
-            await message_repo.add_event(
-                conn,
-                message_id=replay.message_id,
-                correlation_id=request.correlation_id,
-                at=self._clock(),
-                kind=message_repo.EventKind.REQUEST,
-                detail={
-                    "route": request.route,
-                    "client_id": request.key.client_id,
-                    "key_id": request.key.id,
-                    "status_code": 202,
-                    "replayed": True,
-                    "idempotency_key": request.idempotency.key if request.idempotency else None,
-                },
-            )
+        await message_repo.add_event(
+            conn,
+            message_id=replay.message_id,
+            correlation_id=request.correlation_id,
+            at=self._clock(),
+            kind=message_repo.EventKind.REQUEST,
+            detail={
+                "route": request.route,
+                "client_id": request.key.client_id,
+                "key_id": request.key.id,
+                "status_code": 202,
+                "replayed": True,
+                "idempotency_key": request.idempotency.key if request.idempotency else None,
+            },
+        )
 
     async def cancel(self, message_id: str, *, key: ApiKey) -> Message:
         """Cancel a message still waiting in the queue: it ends ``failed`` with code
