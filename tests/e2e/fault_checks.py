@@ -84,11 +84,12 @@ def max_in_window(times: list[float], window: float = 1.0) -> int:
     return most
 
 
-def max_rates(graph_requests: list[dict[str, Any]]) -> dict[str, int]:
+def max_rates(graph_requests: list[dict[str, Any]], window: float = 1.0) -> dict[str, int]:
+    """Per sender, the most arrivals in any closed window of ``window`` seconds."""
     per_sender: dict[str, list[float]] = defaultdict(list)
     for request in graph_requests:
         per_sender[request["phone_number_id"]].append(request["at"])
-    return {sender: max_in_window(times) for sender, times in per_sender.items()}
+    return {sender: max_in_window(times, window) for sender, times in per_sender.items()}
 
 
 def conversations(db: dict[str, Row]) -> dict[tuple[str, str], list[str]]:

@@ -72,6 +72,12 @@ SENDERS, CONTACTS_PER_SENDER, PER_CONVERSATION = 50, 10, 10  # 5,000 messages
 KILL_AFTER = 1_500
 #: A request the dead worker wrote before it died may reach the fake this much later.
 ARRIVAL_SLACK_SECONDS = 1.0
+#: How far the fake's arrival times may move: it is one of eight busy processes on two cores,
+#: and was seen reading a burst 13 ms late (descheduled), so that the next burst, sent a full
+#: pace window (1.005 s) after it, arrived 0.997 s later. The pace is checked over windows
+#: this much shorter than a second: a second holder of a sender, or a pacer that lost count,
+#: sends far more than a window's worth early, not milliseconds.
+ARRIVAL_JITTER_SECONDS = 0.02
 SEND_SCOPES = "messages:send,messages:read"
 
 
@@ -379,7 +385,7 @@ def test_two_api_processes_and_three_workers_deliver_5000_in_order_at_pace_throu
         seen: Arrivals = arrivals(graph)
         twice = {i for i, reqs in seen.items() if len(reqs) > 1}
         unknown = c.db.resent_after_an_unknown_outcome()
-        rates = max_rates(requests)
+        rates = max_rates(requests, window=1.0 - ARRIVAL_JITTER_SECONDS)
         taken = takeover(kill, requests)
         report(
             "scale-out",
