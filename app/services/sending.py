@@ -227,13 +227,15 @@ class SendingService:
             )
             if claim is not None:
                 client_id = request.key.client_id
-                if not await idempotency_repo.try_lock(conn, client_id, claim.key):
-                    raise in_progress()
+                # The lock first: once it is ours, a response committed under it is seen.
+                locked = await idempotency_repo.try_lock(conn, client_id, claim.key)
                 stored = await idempotency_repo.find(conn, client_id, claim.key, now=now)
-                if stored is not None:
+                if stored is not None:  # the lock may be another retry's (another process)
                     replay = _replayed(stored, claim)
                     await self._record_replay(conn, request, replay)
                     return replay
+                if not locked:
+                    raise in_progress()
             if request.content.kind is not MessageKind.TEMPLATE:
                 state = await contact_repo.window_state(conn, sender_id, request.wa_id)
                 decision = decide_send(state, now)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
-from tests.e2e.conftest import Router
+from adapters.db import idempotency as idempotency_repo
+from adapters.db.engine import Database
+from adapters.db.tables import clients
+from tests.conftest import fresh_postgres_database
+from tests.e2e.conftest import Router, running_router
 from tests.e2e.test_bad_input import assert_problem
 
 BODY = {"to": "+14155552671", "text": "Your order has shipped", "metadata": {"o": "991"}}
@@ -180,3 +186,33 @@ async def test_a_replay_is_traceable_by_the_retrys_correlation_id(router: Router
     assert event["message_id"] == first.json()["id"]
     assert event["detail"]["replayed"] is True
     assert event["detail"]["status_code"] == 202
+
+
+@pytest.mark.postgres
+async def test_while_another_process_holds_a_keys_lock_a_retry_is_answered_from_what_is_stored(
+    tmp_path: Path,
+) -> None:
+    """Across API processes a key's advisory lock says someone is on it. That someone may be
+    another retry of a request already answered: then the stored response is the answer (it
+    was 409 for the retry that met the lock, seen when two retries hit both API processes at
+    once). With nothing stored, the original is still running: 409."""
+    async with (
+        fresh_postgres_database() as url,
+        running_router(tmp_path, database_url=url) as router,
+    ):
+        headers = await _ready(router)
+        first = await _post(router, headers, "held-1")
+        other_process = Database(url)
+        try:
+            async with other_process.write() as conn:
+                client_id = await conn.scalar(select(clients.c.id).where(clients.c.name == "crm"))
+                for key in ("held-1", "held-2"):
+                    assert await idempotency_repo.try_lock(conn, str(client_id), key)
+                retry = await _post(router, headers, "held-1")
+                running = await _post(router, headers, "held-2")
+        finally:
+            await other_process.dispose()
+    assert retry.status_code == 202
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.content == first.content
+    assert_problem(running, 409, "idempotency_in_progress", "Idempotency-Key")
