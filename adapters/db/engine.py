@@ -304,6 +304,11 @@ class Database:
             # opened and closed again under load (a connect is a backend process forked).
             self._writer = create_async_engine(
                 url,
+                # Whatever the server's default: each statement of a write sees what is
+                # committed when it starts. The Idempotency-Key's lock relies on it (a response
+                # committed before the lock was ours must be found), and so does the claim's
+                # SKIP LOCKED re-check of a row another dispatcher just changed.
+                isolation_level="READ COMMITTED",
                 pool_size=10,
                 max_overflow=0,
                 # No ping at checkout: it was a round trip more in every transaction (accept

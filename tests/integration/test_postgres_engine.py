@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 from sqlalchemy import event, func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -70,3 +71,41 @@ async def test_after_the_server_drops_pooled_connections_one_request_fails_then_
             await admin.dispose()
             await db.dispose()
     assert not set(after) & set(pids)  # new connections
+
+
+async def test_writes_run_read_committed_whatever_the_servers_default() -> None:
+    """The Idempotency-Key's lock and the claim's SKIP LOCKED rely on each statement seeing
+    what is committed when it starts: a database set to REPEATABLE READ must not change that,
+    on SQLAlchemy's path or the prepared one (which begins the transaction itself)."""
+    isolation = Prepared(select(func.current_setting("transaction_isolation")))
+    async with fresh_postgres_database() as url:
+        admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            async with admin.connect() as conn:
+                name = make_url(url).database
+                await conn.execute(
+                    text(
+                        f'ALTER DATABASE "{name}" SET default_transaction_isolation TO '
+                        "'repeatable read'"
+                    )
+                )
+                default = create_async_engine(url)
+                async with default.connect() as plain:
+                    server_default = (
+                        await plain.execute(text("SHOW transaction_isolation"))
+                    ).scalar_one()
+                await default.dispose()
+        finally:
+            await admin.dispose()
+        db = Database(url)
+        try:
+            async with db.write() as conn:
+                [(prepared_first,)] = await isolation.rows(conn, {})
+            async with db.write() as conn:
+                sqlalchemy_first = (
+                    await conn.execute(text("SHOW transaction_isolation"))
+                ).scalar_one()
+        finally:
+            await db.dispose()
+    assert server_default == "repeatable read"
+    assert prepared_first == sqlalchemy_first == "read committed"
