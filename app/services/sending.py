@@ -218,16 +218,10 @@ class SendingService:
             # The time and the id are taken under the write lock, so on SQLite id order is
             # commit order (a newest-first poller never misses a late commit).
             now = self._clock()
-            message_id = ids.message_id()
-            payload = message_payload(
-                request.content,
-                wa_id=request.wa_id,
-                reply_to=request.reply_to,
-                callback_data=message_id,
-            )
             if claim is not None:
                 client_id = request.key.client_id
-                # The lock first: once it is ours, a response committed under it is seen.
+                # The lock first: once it is ours, a response committed under it is seen (each
+                # statement reads what is committed: the writer runs READ COMMITTED).
                 locked = await idempotency_repo.try_lock(conn, client_id, claim.key)
                 stored = await idempotency_repo.find(conn, client_id, claim.key, now=now)
                 if stored is not None:  # the lock may be another retry's (another process)
@@ -236,6 +230,13 @@ class SendingService:
                     return replay
                 if not locked:
                     raise in_progress()
+            message_id = ids.message_id()
+            payload = message_payload(
+                request.content,
+                wa_id=request.wa_id,
+                reply_to=request.reply_to,
+                callback_data=message_id,
+            )
             if request.content.kind is not MessageKind.TEMPLATE:
                 state = await contact_repo.window_state(conn, sender_id, request.wa_id)
                 decision = decide_send(state, now)

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from adapters.db import idempotency as idempotency_repo
 from adapters.db.engine import Database
-from adapters.db.tables import clients
+from adapters.db.tables import clients, idempotency_keys
 from tests.conftest import fresh_postgres_database
 from tests.e2e.conftest import Router, running_router
 from tests.e2e.test_bad_input import assert_problem
@@ -127,11 +127,8 @@ async def test_the_longest_printable_key_is_accepted(router: Router) -> None:
     assert (await _post(router, headers, key[:255])).status_code == 202
 
 
-async def test_an_expired_key_starts_afresh(router: Router) -> None:
-    from sqlalchemy import update
-
-    from adapters.db.tables import idempotency_keys
-
+async def test_an_expired_key_starts_afresh(any_router: Router) -> None:
+    router = any_router
     headers = await _ready(router)
     first = await _post(router, headers, "day-old")
     async with router.services.db.write() as conn:
@@ -195,24 +192,43 @@ async def test_while_another_process_holds_a_keys_lock_a_retry_is_answered_from_
     """Across API processes a key's advisory lock says someone is on it. That someone may be
     another retry of a request already answered: then the stored response is the answer (it
     was 409 for the retry that met the lock, seen when two retries hit both API processes at
-    once). With nothing stored, the original is still running: 409."""
+    once), with its own event for support, or 422 for another body. With nothing stored, or
+    only an expired response, the original is still running: 409."""
     async with (
         fresh_postgres_database() as url,
         running_router(tmp_path, database_url=url) as router,
     ):
         headers = await _ready(router)
+        support = await router.key("support", scopes=["support:read"])
         first = await _post(router, headers, "held-1")
+        await _post(router, headers, "held-3")
+        async with router.services.db.write() as conn:
+            await conn.execute(
+                update(idempotency_keys)
+                .where(idempotency_keys.c.key == "held-3")
+                .values(expires_at=idempotency_keys.c.created_at)
+            )
         other_process = Database(url)
         try:
             async with other_process.write() as conn:
                 client_id = await conn.scalar(select(clients.c.id).where(clients.c.name == "crm"))
-                for key in ("held-1", "held-2"):
+                for key in ("held-1", "held-2", "held-3"):
                     assert await idempotency_repo.try_lock(conn, str(client_id), key)
-                retry = await _post(router, headers, "held-1")
+                retry = await _post(router, {**headers, "X-Correlation-Id": "retry-held"}, "held-1")
+                other_body = await _post(router, headers, "held-1", {**BODY, "text": "other"})
                 running = await _post(router, headers, "held-2")
+                expired = await _post(router, headers, "held-3")
         finally:
             await other_process.dispose()
+        trace = await router.client.get("/v1/support/correlations/retry-held", headers=support)
+        stored = await router.stored_messages()
     assert retry.status_code == 202
     assert retry.headers["idempotent-replayed"] == "true"
     assert retry.content == first.content
+    [event] = trace.json()["events"]
+    assert event["message_id"] == first.json()["id"]
+    assert event["detail"]["replayed"] is True
+    assert_problem(other_body, 422, "idempotency_key_reused", "Idempotency-Key")
     assert_problem(running, 409, "idempotency_in_progress", "Idempotency-Key")
+    assert_problem(expired, 409, "idempotency_in_progress", "Idempotency-Key")
+    assert stored == 2  # held-1's and held-3's first messages, nothing more
