@@ -232,3 +232,34 @@ async def test_while_another_process_holds_a_keys_lock_a_retry_is_answered_from_
     assert_problem(running, 409, "idempotency_in_progress", "Idempotency-Key")
     assert_problem(expired, 409, "idempotency_in_progress", "Idempotency-Key")
     assert stored == 2  # held-1's and held-3's first messages, nothing more
+
+
+async def test_a_retry_while_its_key_is_still_in_this_process_hands_reads_what_is_stored(
+    any_router: Router,
+) -> None:
+    """The moment between an original's commit and the process letting go of its key (held
+    here by hand): a retry is answered from a read, the replay with its event once a response
+    is stored, 422 for another body, and 409 while nothing is stored."""
+    router = any_router
+    headers = await _ready(router)
+    support = await router.key("support", scopes=["support:read"])
+    first = await _post(router, headers, "in-hand-1")
+    async with router.services.db.read() as conn:
+        client_id = await conn.scalar(select(clients.c.id).where(clients.c.name == "crm"))
+    in_hand = router.services.sending._inflight
+    in_hand.update({(str(client_id), "in-hand-1"), (str(client_id), "in-hand-2")})
+
+    retry = await _post(router, {**headers, "X-Correlation-Id": "retry-in-hand"}, "in-hand-1")
+    other_body = await _post(router, headers, "in-hand-1", {**BODY, "text": "other"})
+    running = await _post(router, headers, "in-hand-2")
+
+    trace = await router.client.get("/v1/support/correlations/retry-in-hand", headers=support)
+    assert retry.status_code == 202
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.content == first.content
+    [event] = trace.json()["events"]
+    assert event["message_id"] == first.json()["id"]
+    assert event["detail"]["replayed"] is True
+    assert_problem(other_body, 422, "idempotency_key_reused", "Idempotency-Key")
+    assert_problem(running, 409, "idempotency_in_progress", "Idempotency-Key")
+    assert await router.stored_messages() == 1
