@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -185,6 +186,16 @@ async def test_a_replay_is_traceable_by_the_retrys_correlation_id(router: Router
     assert event["detail"]["status_code"] == 202
 
 
+def assert_replay_of(first: Any, retry: Any, trace: Any) -> None:
+    """``retry`` got ``first``'s 202 again, and its correlation id's trace has the replay."""
+    assert retry.status_code == 202
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.content == first.content
+    [event] = trace.json()["events"]
+    assert event["message_id"] == first.json()["id"]
+    assert event["detail"]["replayed"] is True
+
+
 @pytest.mark.postgres
 async def test_while_another_process_holds_a_keys_lock_a_retry_is_answered_from_what_is_stored(
     tmp_path: Path,
@@ -222,12 +233,7 @@ async def test_while_another_process_holds_a_keys_lock_a_retry_is_answered_from_
             await other_process.dispose()
         trace = await router.client.get("/v1/support/correlations/retry-held", headers=support)
         stored = await router.stored_messages()
-    assert retry.status_code == 202
-    assert retry.headers["idempotent-replayed"] == "true"
-    assert retry.content == first.content
-    [event] = trace.json()["events"]
-    assert event["message_id"] == first.json()["id"]
-    assert event["detail"]["replayed"] is True
+    assert_replay_of(first, retry, trace)
     assert_problem(other_body, 422, "idempotency_key_reused", "Idempotency-Key")
     assert_problem(running, 409, "idempotency_in_progress", "Idempotency-Key")
     assert_problem(expired, 409, "idempotency_in_progress", "Idempotency-Key")
@@ -254,12 +260,7 @@ async def test_a_retry_while_its_key_is_still_in_this_process_hands_reads_what_i
     running = await _post(router, headers, "in-hand-2")
 
     trace = await router.client.get("/v1/support/correlations/retry-in-hand", headers=support)
-    assert retry.status_code == 202
-    assert retry.headers["idempotent-replayed"] == "true"
-    assert retry.content == first.content
-    [event] = trace.json()["events"]
-    assert event["message_id"] == first.json()["id"]
-    assert event["detail"]["replayed"] is True
+    assert_replay_of(first, retry, trace)
     assert_problem(other_body, 422, "idempotency_key_reused", "Idempotency-Key")
     assert_problem(running, 409, "idempotency_in_progress", "Idempotency-Key")
     assert await router.stored_messages() == 1
