@@ -58,10 +58,10 @@ async def open_database(kind: str, tmp_path: Path) -> tuple[Database, str | None
     return db, schema
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated database: SQLite (temp file) and PostgreSQL (own schema) when configured."""
-    db, schema = await open_database(request.param, tmp_path)
+@asynccontextmanager
+async def opened_database(kind: str, tmp_path: Path) -> AsyncIterator[Database]:
+    """:func:`open_database`, disposed of (and its PostgreSQL schema dropped) afterwards."""
+    db, schema = await open_database(kind, tmp_path)
     try:
         yield db
     finally:
@@ -70,16 +70,26 @@ async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             await _postgres_schema(POSTGRES_URL, schema, create=False)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated database: SQLite (temp file) and PostgreSQL (own schema) when configured."""
+    async with opened_database(request.param, tmp_path) as db:
+        yield db
+
+
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated database of the suite's backend (a SQLite temp file by default)."""
-    database, schema = await open_database(SUITE_BACKEND, tmp_path)
-    try:
+    async with opened_database(SUITE_BACKEND, tmp_path) as database:
         yield database
-    finally:
-        await database.dispose()
-        if schema is not None and POSTGRES_URL:
-            await _postgres_schema(POSTGRES_URL, schema, create=False)
+
+
+@pytest.fixture
+async def postgres_db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated PostgreSQL database (own schema, in ``db.schema``), for tests of what only
+    PostgreSQL does; mark them ``postgres``."""
+    async with opened_database("postgres", tmp_path) as db:
+        yield db
 
 
 @asynccontextmanager

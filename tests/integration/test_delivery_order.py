@@ -19,7 +19,7 @@ from adapters.db import leases as lease_repo
 from adapters.db import outbox
 from adapters.db.engine import Database, sqlite_of
 from domain.model import ErrorSource, MessageError, Sender
-from tests.conftest import _postgres_schema, open_database
+from tests.conftest import open_database
 from tests.integration.test_repositories import LEASE, SENDER, T0, add_message, at, claim, ids
 
 PAIR = "14155550001"
@@ -254,69 +254,64 @@ def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 @pytest.mark.postgres
 async def test_on_postgresql_the_dispatchers_queries_read_the_queue_through_its_indexes(
-    tmp_path: Path, asyncpg_statements: list[tuple[str, tuple[Any, ...]]]
+    postgres_db: Database, asyncpg_statements: list[tuple[str, tuple[Any, ...]]]
 ) -> None:
     """With 50,000 messages already read and 2,000 queued for 20 senders (statistics taken),
     PostgreSQL plans the due-senders check and the claim through ix_messages_queue, the pair
     and primary-key indexes: no sequential scan of messages, no sort of a queue. The generic
     plans are checked, the ones a prepared statement ends up with: with the status bound as a
     parameter, they scanned a sender's whole queue and sorted it on every claim."""
-    db, schema = await open_database("postgresql", tmp_path)
-    assert schema is not None
+    db = postgres_db
     senders = [str(106540352240000 + n) for n in range(20)]
 
-    try:
-        async with db.write() as conn:
-            for sender in senders:
-                await key_repo.upsert_sender(conn, Sender(phone_number_id=sender), now=T0)
-            for status, count, first in (("read", 50_000, 0), ("queued", 2_000, 50_000)):
-                await conn.execute(
-                    text(
-                        "INSERT INTO messages (id, client_id, sender_id, wa_id, kind, payload,"
-                        " status, attempts, next_attempt_at, correlation_id, created_at,"
-                        " updated_at) SELECT 'msg_' || lpad((s.n + :first)::text, 26, '0'),"
-                        " 'cli_a', (106540352240000 + s.n % 20)::text,"
-                        " (4915100000000 + s.n % 5000)::text, 'text', '{}'::json, :status, 0,"
-                        " :at, 'req_' || s.n, :at, :at FROM generate_series(1, :count) AS s(n)"
-                    ),
-                    {"first": first, "status": status, "count": count, "at": T0},
-                )
-            await conn.execute(text("ANALYZE messages"))
-        asyncpg_statements.clear()
-        async with db.read() as conn:
-            assert await outbox.due_senders(conn, now=at(30)) == senders
-        async with db.write() as conn:
-            jobs = await outbox.claim_due(
-                conn,
-                owner="w",
-                now=at(30),
-                lease=LEASE,
-                limit=50,
-                skip_locked=True,
-                sender_id=senders[3],
+    async with db.write() as conn:
+        for sender in senders:
+            await key_repo.upsert_sender(conn, Sender(phone_number_id=sender), now=T0)
+        for status, count, first in (("read", 50_000, 0), ("queued", 2_000, 50_000)):
+            await conn.execute(
+                text(
+                    "INSERT INTO messages (id, client_id, sender_id, wa_id, kind, payload,"
+                    " status, attempts, next_attempt_at, correlation_id, created_at,"
+                    " updated_at) SELECT 'msg_' || lpad((s.n + :first)::text, 26, '0'),"
+                    " 'cli_a', (106540352240000 + s.n % 20)::text,"
+                    " (4915100000000 + s.n % 5000)::text, 'text', '{}'::json, :status, 0,"
+                    " :at, 'req_' || s.n, :at, :at FROM generate_series(1, :count) AS s(n)"
+                ),
+                {"first": first, "status": status, "count": count, "at": T0},
             )
-        executed = [(q, args) for q, args in asyncpg_statements if "FROM messages AS m" in q]
-        # Sender 3's oldest queued messages: n = 3, 23, 43... of the queued series.
-        assert ids(jobs) == [f"msg_{50_000 + n:026}" for n in range(3, 1003, 20)]
-        plans = []
-        async with db.read() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
-            # As prepared statements run after a few executions: a generic plan, which sees
-            # the parameters ($1...) but not their values.
-            await driver.execute("SET plan_cache_mode = force_generic_plan")
-            for n, (statement, params) in enumerate(list(executed)):
-                await driver.execute(f"PREPARE dispatcher_{n} AS {statement}")
-                values = ", ".join(sql_literal(v) for v in params)
-                document = await driver.fetchval(
-                    f"EXPLAIN (FORMAT JSON) EXECUTE dispatcher_{n}({values})"
-                )
-                plan = document if isinstance(document, list) else json.loads(document)
-                plans.append(list(plan_nodes(plan[0]["Plan"])))
-            await driver.execute("RESET plan_cache_mode")
-    finally:
-        await db.dispose()
-        await _postgres_schema(str(db.url), schema, create=False)
+        await conn.execute(text("ANALYZE messages"))
+    asyncpg_statements.clear()
+    async with db.read() as conn:
+        assert await outbox.due_senders(conn, now=at(30)) == senders
+    async with db.write() as conn:
+        jobs = await outbox.claim_due(
+            conn,
+            owner="w",
+            now=at(30),
+            lease=LEASE,
+            limit=50,
+            skip_locked=True,
+            sender_id=senders[3],
+        )
+    executed = [(q, args) for q, args in asyncpg_statements if "FROM messages AS m" in q]
+    # Sender 3's oldest queued messages: n = 3, 23, 43... of the queued series.
+    assert ids(jobs) == [f"msg_{50_000 + n:026}" for n in range(3, 1003, 20)]
+    plans = []
+    async with db.read() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        # As prepared statements run after a few executions: a generic plan, which sees
+        # the parameters ($1...) but not their values.
+        await driver.execute("SET plan_cache_mode = force_generic_plan")
+        for n, (statement, params) in enumerate(list(executed)):
+            await driver.execute(f"PREPARE dispatcher_{n} AS {statement}")
+            values = ", ".join(sql_literal(v) for v in params)
+            document = await driver.fetchval(
+                f"EXPLAIN (FORMAT JSON) EXECUTE dispatcher_{n}({values})"
+            )
+            plan = document if isinstance(document, list) else json.loads(document)
+            plans.append(list(plan_nodes(plan[0]["Plan"])))
+        await driver.execute("RESET plan_cache_mode")
     assert len(plans) == 2, (
         "the dispatcher's statements did not run as prepared statements on asyncpg"
     )

@@ -19,7 +19,6 @@ from adapters.db.engine import Database
 from adapters.db.prepared import Prepared
 from adapters.db.tables import contacts
 from adapters.db.tables import message_events as events
-from tests.conftest import _postgres_schema, open_database
 
 AT = datetime(2026, 11, 22, 9, 30, 15, 123456, tzinfo=UTC)
 COLUMNS = ["message_id", "correlation_id", "at", "kind", "status", "applied", "detail"]
@@ -160,14 +159,13 @@ class Boom(Exception):
 
 @pytest.mark.postgres
 async def test_on_postgresql_prepared_statements_run_on_asyncpg_in_the_blocks_transaction(
-    tmp_path: Path, asyncpg_statements: list[tuple[str, tuple[Any, ...]]]
+    postgres_db: Database, asyncpg_statements: list[tuple[str, tuple[Any, ...]]]
 ) -> None:
     """The statements go to asyncpg itself (SQLAlchemy's execution never sees them: that is
     the saving), yet inside the write block's transaction: a block that raises leaves nothing,
     one that ends commits. If a SQLAlchemy upgrade took away what this path needs, the
     statements would go through SQLAlchemy again, and this test fails."""
-    db, schema = await open_database("postgresql", tmp_path)
-    assert schema is not None
+    db = postgres_db
     through_sqlalchemy: list[str] = []
 
     def remember(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
@@ -179,16 +177,12 @@ async def test_on_postgresql_prepared_statements_run_on_asyncpg_in_the_blocks_tr
             raise Boom
 
     event.listen(db._writer.sync_engine, "before_cursor_execute", remember)
-    try:
-        with pytest.raises(Boom):
-            await write_then_fail()
-        async with db.write() as conn:
-            await INSERT.run(conn, event_row("kept"))
-        async with db.read() as conn:
-            kept = [r[0] for r in await conn.execute(select(events.c.message_id))]
-    finally:
-        await db.dispose()
-        await _postgres_schema(str(db.url), schema, create=False)
+    with pytest.raises(Boom):
+        await write_then_fail()
+    async with db.write() as conn:
+        await INSERT.run(conn, event_row("kept"))
+    async with db.read() as conn:
+        kept = [r[0] for r in await conn.execute(select(events.c.message_id))]
     assert kept == ["kept"]
     inserts = [args[0] for q, args in asyncpg_statements if q.startswith("INSERT INTO message_")]
     assert inserts == ["rolled-back", "kept"]  # both ran on asyncpg
@@ -197,76 +191,64 @@ async def test_on_postgresql_prepared_statements_run_on_asyncpg_in_the_blocks_tr
 
 @pytest.mark.postgres
 async def test_on_postgresql_a_prepared_read_leaves_its_connection_outside_a_transaction(
-    tmp_path: Path,
+    postgres_db: Database,
 ) -> None:
     """Reads run in autocommit (a BEGIN and a ROLLBACK were two round trips of a poll's four):
     the asyncpg path begins no transaction there either."""
-    db, schema = await open_database("postgresql", tmp_path)
-    assert schema is not None
-    try:
-        async with db.read() as conn:
-            assert await BY_MESSAGE.rows(conn, {"m": "none"}) == []
-            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-            async with db.write() as other:
-                state = (
-                    await other.execute(
-                        text("SELECT state FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
-                    )
-                ).scalar_one()
-    finally:
-        await db.dispose()
-        await _postgres_schema(str(db.url), schema, create=False)
+    async with postgres_db.read() as conn:
+        assert await BY_MESSAGE.rows(conn, {"m": "none"}) == []
+        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with postgres_db.write() as other:
+            state = (
+                await other.execute(
+                    text("SELECT state FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+                )
+            ).scalar_one()
     assert state == "idle"  # not "idle in transaction"
 
 
 @pytest.mark.postgres
 async def test_on_postgresql_a_write_cancelled_at_any_point_leaves_no_connection_in_a_transaction(
-    tmp_path: Path,
+    postgres_db: Database,
 ) -> None:
     """Cancelled one, two, ... loop turns into a write block's first statement (its BEGIN
     included), the block leaves no pooled connection inside a transaction, and a later write
     commits for everyone to see. (A BEGIN cut short left asyncpg in a transaction the adapter
     did not know of: every later block on that connection 'committed' into it, unseen.)"""
-    db, schema = await open_database("postgresql", tmp_path)
-    assert schema is not None
+    db = postgres_db
 
     async def write(message_id: str) -> None:
         async with db.write() as conn:
             await INSERT.run(conn, event_row(message_id))
 
     in_transaction = []
-    try:
-        await write("warm")
-        for turns in range(12):
-            block = asyncio.create_task(write(f"cancelled-{turns}"))
-            for _ in range(turns):
-                await asyncio.sleep(0)
-            block.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await block
-            async with db._writer.connect() as conn:
-                driver = (await conn.get_raw_connection()).driver_connection
-                in_transaction.append(driver.is_in_transaction())
-        await write("later")
-        async with db.read() as conn:
-            later = await BY_MESSAGE.rows(conn, {"m": "later"})
-    finally:
-        await db.dispose()
-        await _postgres_schema(str(db.url), schema, create=False)
+    await write("warm")
+    for turns in range(12):
+        block = asyncio.create_task(write(f"cancelled-{turns}"))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        block.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await block
+        async with db._writer.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            in_transaction.append(driver.is_in_transaction())
+    await write("later")
+    async with db.read() as conn:
+        later = await BY_MESSAGE.rows(conn, {"m": "later"})
     assert not any(in_transaction)
     assert len(later) == 1
 
 
 @pytest.mark.postgres
 async def test_on_postgresql_a_statement_made_stale_by_a_migration_fails_once_then_works(
-    tmp_path: Path,
+    postgres_db: Database,
 ) -> None:
     """Another process changes a column's type: the cached statement fails once, as SQLAlchemy's
     own would, then is prepared afresh (it failed on every later run, a 500 each time)."""
-    db, schema = await open_database("postgresql", tmp_path)
-    assert schema is not None
+    db = postgres_db
     other = create_async_engine(
-        str(db.url), connect_args={"server_settings": {"search_path": schema}}
+        str(db.url), connect_args={"server_settings": {"search_path": db.schema}}
     )
 
     async def statuses() -> list[tuple[Any, ...]]:
@@ -286,25 +268,19 @@ async def test_on_postgresql_a_statement_made_stale_by_a_migration_fails_once_th
         after = [await statuses() for _ in range(3)]
     finally:
         await other.dispose()
-        await db.dispose()
-        await _postgres_schema(str(db.url), schema, create=False)
     assert [len(rows) for rows in after] == [1, 1, 1]
 
 
 @pytest.mark.postgres
-async def test_on_postgresql_a_prepared_write_on_a_bare_connection_commits(tmp_path: Path) -> None:
+async def test_on_postgresql_a_prepared_write_on_a_bare_connection_commits(
+    postgres_db: Database,
+) -> None:
     """Without ``begin()``, the first statement is SQLAlchemy's (its autobegin), so the
     connection's ``commit()`` has a transaction to commit (the write was lost)."""
-    db, schema = await open_database("postgresql", tmp_path)
-    assert schema is not None
-    try:
-        async with db._writer.connect() as conn:
-            await INSERT.run(conn, event_row("m6"))
-            await INSERT.run(conn, event_row("m6", status="read"))
-            await conn.commit()
-        async with db.read() as conn:
-            found = await BY_MESSAGE.rows(conn, {"m": "m6"})
-    finally:
-        await db.dispose()
-        await _postgres_schema(str(db.url), schema, create=False)
+    async with postgres_db._writer.connect() as conn:
+        await INSERT.run(conn, event_row("m6"))
+        await INSERT.run(conn, event_row("m6", status="read"))
+        await conn.commit()
+    async with postgres_db.read() as conn:
+        found = await BY_MESSAGE.rows(conn, {"m": "m6"})
     assert [row[3] for row in found] == ["sent", "read"]

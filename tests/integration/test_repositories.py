@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +34,6 @@ from domain.content import MessageKind
 from domain.model import ErrorSource, MessageError, OutboundJob, Scope, Sender, StatusChange
 from domain.status import MessageStatus
 from domain.window import WindowState, window_open
-from tests.conftest import _postgres_schema, open_database
 
 # Microseconds on purpose: they must survive the round trip on both backends.
 T0 = datetime(2026, 11, 21, 12, 0, 0, 123456, tzinfo=UTC)
@@ -820,22 +818,16 @@ async def test_parked_statuses_are_idempotent_and_taken_oldest_first(any_db: Dat
 
 @pytest.mark.postgres
 async def test_an_idempotency_key_is_processed_by_one_transaction_at_a_time(
-    tmp_path: Path,
+    postgres_db: Database,
 ) -> None:
     """Across API processes the key's advisory lock is what answers 409 in progress: a second
     transaction cannot take it until the first ends; another key or client can. (SQLite has
     one writer: its lock is the write transaction itself.)"""
-    db, schema = await open_database("postgresql", tmp_path)
-    assert schema is not None
-    try:
-        async with db.write() as first:
-            assert await idempotency_repo.try_lock(first, "cli_a", "order-1")
-            async with db.write() as second:
-                assert not await idempotency_repo.try_lock(second, "cli_a", "order-1")
-                assert await idempotency_repo.try_lock(second, "cli_a", "order-2")
-                assert await idempotency_repo.try_lock(second, "cli_b", "order-1")
-        async with db.write() as later:
-            assert await idempotency_repo.try_lock(later, "cli_a", "order-1")
-    finally:
-        await db.dispose()
-        await _postgres_schema(str(db.url), schema, create=False)
+    async with postgres_db.write() as first:
+        assert await idempotency_repo.try_lock(first, "cli_a", "order-1")
+        async with postgres_db.write() as second:
+            assert not await idempotency_repo.try_lock(second, "cli_a", "order-1")
+            assert await idempotency_repo.try_lock(second, "cli_a", "order-2")
+            assert await idempotency_repo.try_lock(second, "cli_b", "order-1")
+    async with postgres_db.write() as later:
+        assert await idempotency_repo.try_lock(later, "cli_a", "order-1")
