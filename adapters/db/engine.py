@@ -219,7 +219,7 @@ class _Group:
             self.sqlite.execute("RELEASE block")
         except sqlite3.Error as exc:
             self.undo_block(exc)
-            raise DBAPIError.instance("RELEASE block", None, exc, sqlite3.Error) from exc
+            raise as_sqlalchemy("RELEASE block", exc) from exc
 
     async def end(self) -> None:
         """Commit, and tell every block of the group how it ended.
@@ -244,7 +244,7 @@ class _Group:
         if (error := done.exception()) is None:
             self.committed.set_result(None)
         else:
-            self.fail(_as_sqlalchemy("COMMIT", error))
+            self.fail(as_sqlalchemy("COMMIT", error))
             await self.rollback()
         if cancelled:
             raise asyncio.CancelledError
@@ -273,8 +273,10 @@ async def _wait_out(future: asyncio.Future[Any]) -> bool:
     return cancelled
 
 
-def _as_sqlalchemy(statement: str, exc: BaseException) -> BaseException:
-    """sqlite3's error as SQLAlchemy raises it (IntegrityError, OperationalError...)."""
+def as_sqlalchemy(statement: str, exc: BaseException) -> BaseException:
+    """sqlite3's error as SQLAlchemy raises it (IntegrityError, OperationalError...), so
+    callers and :func:`unreachable` see one kind of error whichever path ran the statement;
+    any other exception as it is."""
     if not isinstance(exc, sqlite3.Error):
         return exc
     return DBAPIError.instance(statement, None, exc, sqlite3.Error, hide_parameters=True)

@@ -30,11 +30,10 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy import Delete, Insert, Select, Update
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util import greenlet_spawn, is_exit_exception
 
-from adapters.db.engine import sqlite_of
+from adapters.db.engine import as_sqlalchemy, sqlite_of
 
 Processor = Callable[[Any], Any] | None
 
@@ -142,7 +141,7 @@ class Prepared:
             try:
                 return raw.execute(plan.sql, self._values(plan, params)).rowcount
             except sqlite3.Error as exc:
-                raise _wrapped(plan, exc) from exc
+                raise as_sqlalchemy(plan.sql, exc) from exc
         adapter = _asyncpg_of(conn)
         if adapter is None:
             return int((await conn.execute(self.statement, dict(params))).rowcount or 0)
@@ -162,7 +161,7 @@ class Prepared:
             try:
                 raw.executemany(plan.sql, [self._values(plan, p) for p in params])
             except sqlite3.Error as exc:
-                raise _wrapped(plan, exc) from exc
+                raise as_sqlalchemy(plan.sql, exc) from exc
             return
         adapter = _asyncpg_of(conn)
         if adapter is None:
@@ -179,7 +178,7 @@ class Prepared:
             try:
                 fetched = raw.execute(plan.sql, self._values(plan, params)).fetchall()
             except sqlite3.Error as exc:
-                raise _wrapped(plan, exc) from exc
+                raise as_sqlalchemy(plan.sql, exc) from exc
         else:
             adapter = _asyncpg_of(conn)
             if adapter is None:
@@ -287,11 +286,3 @@ async def _on_asyncpg(
             conn.dialect._invalidate_schema_cache()  # type: ignore[attr-defined]
         await greenlet_spawn(sync._handle_dbapi_exception, error, plan.sql, values, None, None)
         raise  # pragma: no cover - _handle_dbapi_exception always raises
-
-
-def _wrapped(plan: _Plan, exc: sqlite3.Error) -> DBAPIError:
-    """sqlite3's error as SQLAlchemy raises it (IntegrityError, OperationalError...), so
-    callers and ``unreachable`` see one kind of error whichever path ran the statement."""
-    wrapped = DBAPIError.instance(plan.sql, None, exc, sqlite3.Error, hide_parameters=True)
-    assert isinstance(wrapped, DBAPIError)  # noqa: S101 - a sqlite3.Error always maps to one
-    return wrapped
